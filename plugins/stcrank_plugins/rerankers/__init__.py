@@ -1,0 +1,1 @@
+"""Built-in plugins of group ``stcrank.rerankers``."""

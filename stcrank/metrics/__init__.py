@@ -1,0 +1,1 @@
+"""Metrics: AUC/LogLoss and stage-candidate Recall/NDCG."""

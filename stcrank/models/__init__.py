@@ -1,0 +1,1 @@
+"""Networks: plain torch modules (SASRec, DSSM, DIN, MMoE and their building blocks)."""

@@ -1,0 +1,1 @@
+"""The e-shop explore/focus session simulator and policy evaluation."""

@@ -1,0 +1,1 @@
+"""Tasks: LightningModules that train and evaluate stcrank models."""
