@@ -34,7 +34,8 @@ class StcrankCLI(LightningCLI):
     """
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        """Nothing to link by default; tasks and data modules are independent components."""
+        """Link the data module's ``feature_sizes`` into the task, so configs never repeat vocabulary sizes."""
+        parser.link_arguments("data.feature_sizes", "model.init_args.feature_sizes", apply_on="instantiate")
 
 
 def _import_components() -> None:
@@ -85,6 +86,6 @@ def main(args: list[str] | None = None) -> object:
         BaseDataModule,
         subclass_mode_model=True,
         subclass_mode_data=True,
-        args=argv,
+        args=None if args is None else argv,
         save_config_kwargs={"overwrite": True},
     )

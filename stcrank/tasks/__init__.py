@@ -1,1 +1,6 @@
 """Tasks: LightningModules that train and evaluate stcrank models."""
+
+from stcrank.tasks.base import BaseTask
+from stcrank.tasks.ranking import RankingTask
+
+__all__ = ["BaseTask", "RankingTask"]

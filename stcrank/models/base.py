@@ -1,0 +1,37 @@
+"""The interface every point-wise ranking network implements."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+from torch import Tensor, nn
+
+
+class RankingNetwork(nn.Module, ABC):
+    """A network that scores (request, item) pairs.
+
+    It scores a batch of exposures (one item per row) for training and AUC/LogLoss, and every stage candidate
+    of a batch of requests for Recall/NDCG. Both take the batch dictionaries of the data module.
+    """
+
+    @abstractmethod
+    def forward(self, batch: dict[str, Tensor]) -> Tensor:
+        """Score one item per row.
+
+        Args:
+            batch: An exposures batch (``context``, ``user``, ``item``, ``seq``, ``seq_mask``...).
+
+        Returns:
+            Logits, shape ``[B]``.
+        """
+
+    @abstractmethod
+    def score_candidates(self, batch: dict[str, Tensor]) -> Tensor:
+        """Score every candidate of every request.
+
+        Args:
+            batch: A candidates batch (``context``, ``user``, ``seq``, ``seq_mask``, ``candidates``...).
+
+        Returns:
+            Logits, shape ``[B, C]`` (values at padded candidates are unspecified).
+        """

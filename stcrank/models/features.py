@@ -1,0 +1,68 @@
+"""Embedding tables of RecFlow's categorical features.
+
+Feature layout (see the data-format docs): every id is shifted by +1 in the batch, so 0 is padding in every
+table. The context (request time) and the item's upload time share the ``wday``/``hour``/``minute`` tables, as
+in the RecFlow reference models.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+CONTEXT_FEATURES = ("wday", "hour", "minute")
+USER_FEATURES = ("user_id", "device_id", "gender", "age", "province")
+ITEM_FEATURES = (
+    "video_id",
+    "author_id",
+    "category_level_two",
+    "category_level_one",
+    "upload_type",
+    "wday",
+    "hour",
+    "minute",
+)
+SEQUENCE_FEATURES = ITEM_FEATURES[:5]
+"""A behaviour is described by the item's first five features (no upload time)."""
+
+
+class RecFlowEmbeddings(nn.Module):
+    """One embedding table per categorical feature, looked up by feature group.
+
+    Args:
+        feature_sizes: Rows of each table (vocabulary size, padding row included), by feature name.
+        embedding_dim: Width of every embedding.
+    """
+
+    def __init__(self, feature_sizes: dict[str, int], embedding_dim: int = 8) -> None:
+        super().__init__()
+        names = dict.fromkeys(CONTEXT_FEATURES + USER_FEATURES + ITEM_FEATURES)
+        missing = [name for name in names if name not in feature_sizes]
+        if missing:
+            raise KeyError(f"feature_sizes lacks {missing}; it has {sorted(feature_sizes)}")
+        self.embedding_dim = embedding_dim
+        self.tables = nn.ModuleDict(
+            {name: nn.Embedding(int(feature_sizes[name]), embedding_dim, padding_idx=0) for name in names}
+        )
+
+    def _embed(self, ids: Tensor, names: tuple[str, ...]) -> Tensor:
+        # ids [..., len(names)] -> [..., len(names), d]
+        columns = [self.tables[name](ids[..., position]) for position, name in enumerate(names)]
+        return torch.stack(columns, dim=-2)
+
+    def context(self, ids: Tensor) -> Tensor:
+        """Embed request-time features ``[..., 3]`` to ``[..., 3, d]``."""
+        return self._embed(ids, CONTEXT_FEATURES)
+
+    def user(self, ids: Tensor) -> Tensor:
+        """Embed user features ``[..., 5]`` to ``[..., 5, d]``."""
+        return self._embed(ids, USER_FEATURES)
+
+    def item(self, ids: Tensor) -> Tensor:
+        """Embed item features ``[..., 8]`` to ``[..., 8, d]``."""
+        return self._embed(ids, ITEM_FEATURES)
+
+    def behaviour(self, ids: Tensor) -> Tensor:
+        """Embed behaviour (or any item's first five) features ``[..., 5]`` to ``[..., 5, d]``."""
+        return self._embed(ids[..., : len(SEQUENCE_FEATURES)], SEQUENCE_FEATURES)
+

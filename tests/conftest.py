@@ -1,0 +1,47 @@
+"""Shared fixtures: fake installed distributions for registry tests."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from stcrank import registry
+
+
+@pytest.fixture
+def fake_distribution(tmp_path: Path) -> Iterator[Callable[[str, str], Path]]:
+    """Install throwaway distributions (dist-info only, plus optional modules) on ``sys.path``."""
+    root = tmp_path / "site"
+    root.mkdir()
+    sys.path.insert(0, str(root))
+
+    def install(name: str, entry_points: str, modules: dict[str, str] | None = None) -> Path:
+        info = root / f"{name}-1.0.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+        (info / "entry_points.txt").write_text(entry_points)
+        for module, source in (modules or {}).items():
+            (root / f"{module}.py").write_text(source)
+        registry.refresh()
+        return root
+
+    yield install
+    sys.path.remove(str(root))
+    for module in [name for name, mod in sys.modules.items() if getattr(mod, "__file__", "") and str(root) in mod.__file__]:
+        del sys.modules[module]
+    registry.refresh()
+
+
+@pytest.fixture(scope="session")
+def recflow_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny RecFlow dataset, generated in the official layout and imported, as a user would (once a session)."""
+    from stcrank.data.recflow.importer import import_recflow
+    from stcrank.data.recflow.synth import synth_recflow
+
+    root = tmp_path_factory.mktemp("recflow")
+    synth_recflow(out=str(root / "release"), users=120, days=3, seed=0)
+    import_recflow(src=str(root / "release"), dst=str(root / "store"))
+    return root / "store"
