@@ -16,7 +16,7 @@ def fake_distribution(tmp_path: Path) -> Iterator[Callable[[str, str], Path]]:
     """Install throwaway distributions (dist-info only, plus optional modules) on ``sys.path``."""
     root = tmp_path / "site"
     root.mkdir()
-    sys.path.insert(0, str(root))
+    sys.path.append(str(root))  # after site-packages: the installed plugins are found first
 
     def install(name: str, entry_points: str, modules: dict[str, str] | None = None) -> Path:
         info = root / f"{name}-1.0.dist-info"

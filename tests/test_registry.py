@@ -63,7 +63,7 @@ def test_three_yaml_spellings_build_the_same_plugin(config):
     registry.import_all("losses")
     parser = ArgumentParser()
     parser.add_argument("--loss", type=Loss | str)
-    parsed = parser.instantiate_classes(parser.parse_string(config))
+    parsed = parser.instantiate(parser.parse_string(config))
     assert isinstance(registry.resolve("losses", parsed.loss), BCELoss)
 
 
