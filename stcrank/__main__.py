@@ -1,6 +1,6 @@
 """Allow ``python -m stcrank``."""
 
-from stcrank.cli import main
+from stcrank.cli import console_main
 
 if __name__ == "__main__":
-    main()
+    console_main()

@@ -3,7 +3,8 @@
 ``stcrank fit|validate|test|predict`` run stock :class:`~lightning.pytorch.cli.LightningCLI` in subclass mode
 (any :class:`~stcrank.tasks.base.BaseTask` as the model, any :class:`~stcrank.data.base.BaseDataModule` as the
 data), so configs are ordinary LightningCLI YAML and compose with ``-c a.yaml -c b.yaml``. The other commands
-(``plugins``, ``data``, ``tune``, ``simulate``, ``report``) are jsonargparse commands of their own.
+(``plugins``, ``data``, ``tune``, ``simulate``, ``report``) are jsonargparse commands of their own. Each command's
+module is imported only when it runs, so ``stcrank plugins`` does not pay for importing Lightning.
 """
 
 from __future__ import annotations
@@ -12,11 +13,9 @@ import importlib
 import sys
 from collections.abc import Callable
 
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 
-# Extra command name -> "module:function" taking the remaining argv; imported only when used.
+# Command name -> ("module:function" taking the remaining argv, summary).
 EXTRA_COMMANDS: dict[str, tuple[str, str]] = {
     "plugins": ("stcrank.commands.plugins:main", "list installed plugins (--json for machine-readable output)"),
     "data": ("stcrank.commands.data:main", "generate and import datasets (synth-recflow, import-recflow, ...)"),
@@ -24,26 +23,6 @@ EXTRA_COMMANDS: dict[str, tuple[str, str]] = {
     "simulate": ("stcrank.commands.simulate:main", "serve ranking policies in the e-shop simulator"),
     "report": ("stcrank.commands.report:main", "run experiment sets and write the paper tables"),
 }
-
-
-class StcrankCLI(LightningCLI):
-    """LightningCLI with stcrank's plugins and components imported before parsing.
-
-    Importing them first lets a config name a plugin by its short class name, as jsonargparse resolves only
-    subclasses it has seen.
-    """
-
-    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        """Link the data module's ``feature_sizes`` into the task, so configs never repeat vocabulary sizes."""
-        parser.link_arguments("data.feature_sizes", "model.init_args.feature_sizes", apply_on="instantiate")
-
-
-def _import_components() -> None:
-    from stcrank import registry
-
-    importlib.import_module("stcrank.tasks")
-    importlib.import_module("stcrank.data")
-    registry.import_all()
 
 
 def _resolve(target: str) -> Callable[[list[str]], object]:
@@ -77,15 +56,12 @@ def main(args: list[str] | None = None) -> object:
     if argv[0] not in LIGHTNING_COMMANDS:
         _print_overview()
         raise SystemExit(f"stcrank: unknown command {argv[0]!r}")
-    from stcrank.data.base import BaseDataModule
-    from stcrank.tasks.base import BaseTask
+    from stcrank.commands.lightning import main as lightning_main
 
-    _import_components()
-    return StcrankCLI(
-        BaseTask,
-        BaseDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        args=None if args is None else argv,
-        save_config_kwargs={"overwrite": True},
-    )
+    # From the console, LightningCLI reads sys.argv itself; in-process callers pass their list.
+    return lightning_main(None if args is None else argv)
+
+
+def console_main() -> None:
+    """Entry point of the ``stcrank`` console script: run :func:`main`, exit 0 unless it raised."""
+    main()

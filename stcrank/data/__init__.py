@@ -1,0 +1,1 @@
+"""Datasets: schemas, importers, columnar stores, data modules and synthetic generators."""
