@@ -1,0 +1,110 @@
+"""Throughput and memory of `stcrank data import-recflow` on one generated day of ~5M all_stage rows.
+
+Generates (or reuses) a synthetic release of one day in a work directory, imports it in a child process and prints
+one JSON object: rows per second over the whole import and over the day's conversion, the time of each phase, and
+the child's peak resident memory next to the size of the day as 30 int64 columns.
+
+    python benchmarks/bench_recflow_import.py [--workdir DIR] [--users 10000] [--keep]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+# ~176 logged rows per request (40 samples for each of the four dropped-item stages, as in the release's second
+# period) x ~28K requests = ~5M all_stage rows for one day.
+SYNTH = {
+    "days": 1,
+    "seed": 0,
+    "requests_per_user_day": 2.8,
+    "retrieved": 500,
+    "prerank_keep": 250,
+    "coarse_keep": 120,
+    "rank_keep": 70,
+    "stage_samples": 40,
+}
+
+CHILD = """
+import json, resource, sys, time
+import pyarrow as pa
+from stcrank.data.recflow.importer import import_recflow
+started = time.perf_counter()
+manifest = import_recflow(src=sys.argv[1], dst=sys.argv[2], overwrite=True)
+seconds = time.perf_counter() - started
+print(json.dumps({
+    "seconds": seconds,
+    "manifest": manifest,
+    "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    "arrow_pool_peak_mb": pa.default_memory_pool().max_memory() / 2**20,
+}))
+"""
+
+
+def _size_mb(path: Path) -> float:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 2**20
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", type=Path, default=None, help="where the release and store go (reused)")
+    parser.add_argument("--users", type=int, default=10_000)
+    parser.add_argument("--compression", default="lz4", choices=["lz4", "zstd", "uncompressed"])
+    parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    args = parser.parse_args()
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench_recflow_"))
+    release, store = workdir / f"release-{args.users}-{args.compression}", workdir / "store"
+    synth_seconds = None
+    if not (release / "others" / "id_cnt.pkl").is_file():
+        from stcrank.data.recflow.synth import synth_recflow
+
+        started = time.perf_counter()
+        synth_recflow(out=str(release), users=args.users, compression=args.compression, overwrite=True, **SYNTH)
+        synth_seconds = time.perf_counter() - started
+    result = subprocess.run(
+        [sys.executable, "-c", CHILD, str(release), str(store)], capture_output=True, text=True, check=True
+    )
+    child = json.loads(result.stdout.strip().splitlines()[-1])
+    manifest = child["manifest"]
+    (day,) = manifest["days"]
+    rows = manifest["rows"][day]
+    report = {
+        "benchmark": "recflow_import",
+        "all_stage_rows": rows["all_stage"],
+        "requests": rows["requests"],
+        "exposures": rows["exposures"],
+        "ubm_rows": rows.get("ubm_rows", 0),
+        "feather_compression": args.compression,
+        "import_seconds": round(child["seconds"], 3),
+        "day_seconds": rows["seconds"],
+        "rows_per_second": round(rows["all_stage"] / child["seconds"]),
+        "rows_per_second_day": round(rows["all_stage"] / rows["seconds"]),
+        "rows_per_second_without_ubm": round(
+            rows["all_stage"] / (rows["seconds"] - rows["phase_seconds"].get("ubm", 0))
+        ),
+        "phase_seconds": rows["phase_seconds"],
+        "peak_rss_mb": round(child["peak_rss_mb"], 1),
+        "arrow_pool_peak_mb": round(child["arrow_pool_peak_mb"], 1),
+        "day_as_int64_mb": round(rows["all_stage"] * 30 * 8 / 2**20, 1),
+        "release_mb": round(_size_mb(release), 1),
+        "store_mb": round(_size_mb(store), 1),
+        "synth_seconds": None if synth_seconds is None else round(synth_seconds, 1),
+        "cpu_count": len(os.sched_getaffinity(0)),
+        "load_average_1m": round(os.getloadavg()[0], 2),
+        "child_max_rss_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
+    }
+    print(json.dumps(report))
+    if not args.keep and args.workdir is None:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

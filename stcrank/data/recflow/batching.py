@@ -1,0 +1,159 @@
+"""Day-by-day batching: a sampler of whole batches and a dataset that gathers them from one cached day.
+
+The sampler yields one key per batch, ``(day position, row indices)``; the dataset loads that day (once, and keeps
+only that one) and gathers the rows with tensor indexing. Days come in the given (chronological) order; rows are
+shuffled within a day only.
+
+**Distributed runs.** Each rank takes a disjoint share of every day (a strided share of the day's permutation when
+shuffling; a contiguous block otherwise) and splits it into the same number of batches as every other rank:
+``ceil(ceil(n / world_size) / batch_size)``, of near-equal sizes, never above ``batch_size``. Nothing is
+dropped and nothing is repeated (no padding by duplicates), and all ranks step the same number of times, so
+collectives stay in step. A rank whose share is smaller than that number of batches (a day with fewer rows than
+ranks, or ``batch_size == 1``) gets an empty batch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset, DistributedSampler
+
+from stcrank.data.recflow.store import RecFlowStore
+
+
+class DayData(Protocol):
+    """One day loaded for a sample kind."""
+
+    def __len__(self) -> int:
+        """Number of samples of the day."""
+
+    def batch(self, index: Tensor, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        """Gather the samples ``index`` into a batch."""
+
+
+@dataclass(frozen=True)
+class SampleKind:
+    """How one kind of training or evaluation sample is read from the store.
+
+    Attributes:
+        load: Loads one day: ``load(store, day) -> DayData``.
+        count: Number of samples of a day without loading it: ``count(store, day) -> int``; must equal
+            ``len(load(store, day))``.
+    """
+
+    load: Callable[[RecFlowStore, str], DayData]
+    count: Callable[[RecFlowStore, str], int]
+
+
+class DayBatchSampler(DistributedSampler):
+    """Yields ``(day_position, row_indices)`` keys, one per batch, day by day.
+
+    It subclasses :class:`~torch.utils.data.DistributedSampler` only so that Lightning recognises it as already
+    distributed and does not wrap it; it shards by itself (see the module docstring) and does not call the parent's
+    constructor.
+
+    Args:
+        day_sizes: Number of samples of each day, in the order the days are visited.
+        batch_size: Largest batch.
+        shuffle: Shuffle rows within each day (a new permutation every epoch).
+        seed: Seed of the permutations.
+        rank: This process's rank.
+        world_size: Number of processes.
+    """
+
+    def __init__(
+        self,
+        day_sizes: Sequence[int],
+        batch_size: int,
+        *,
+        shuffle: bool,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is outside world_size {world_size}")
+        self.day_sizes = [int(n) for n in day_sizes]
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.rank = rank
+        self.num_replicas = world_size
+        self.epoch = 0
+        self.drop_last = False
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the epoch (Lightning calls this before each epoch): it seeds the permutations."""
+        self.epoch = epoch
+
+    def batches_of_day(self, day: int) -> int:
+        """Number of batches every rank gets from day ``day``."""
+        return math.ceil(math.ceil(self.day_sizes[day] / self.num_replicas) / self.batch_size)
+
+    def rows_of_day(self, day: int) -> np.ndarray:
+        """This rank's rows of day ``day``, in visiting order."""
+        n = self.day_sizes[day]
+        if self.shuffle:
+            order = np.random.default_rng([self.seed, self.epoch, day]).permutation(n)
+            return order[self.rank :: self.num_replicas]
+        return np.arange(self.rank * n // self.num_replicas, (self.rank + 1) * n // self.num_replicas)
+
+    def __iter__(self) -> Iterator[tuple[int, np.ndarray]]:
+        for day in range(len(self.day_sizes)):
+            batches = self.batches_of_day(day)
+            if batches:
+                for rows in np.array_split(self.rows_of_day(day), batches):
+                    yield day, rows
+
+    def __len__(self) -> int:
+        return sum(self.batches_of_day(day) for day in range(len(self.day_sizes)))
+
+
+class DayBatches(Dataset):
+    """Map-style dataset whose keys are whole batches ``(day_position, row_indices)``; use with ``batch_size=None``.
+
+    Args:
+        root: The store directory.
+        days: The days, in the sampler's order.
+        kind: How a day is loaded.
+        seed: Seed of per-batch randomness (e.g. the candidate order), derived from the batch's key.
+    """
+
+    def __init__(self, root: str, days: Sequence[str], kind: SampleKind, seed: int = 0) -> None:
+        self.root = root
+        self.days = list(days)
+        self.kind = kind
+        self.seed = seed
+        self._store: RecFlowStore | None = None
+        self._cached: tuple[int, DayData] | None = None
+
+    def __len__(self) -> int:
+        return len(self.days)
+
+    def day(self, position: int) -> DayData:
+        """The loaded day at ``position`` (one day is kept in memory)."""
+        if self._cached is None or self._cached[0] != position:
+            self._cached = None  # free the previous day first
+            self._store = self._store or RecFlowStore(self.root)
+            self._cached = (position, self.kind.load(self._store, self.days[position]))
+        return self._cached[1]
+
+    def __getitem__(self, key: tuple[int, np.ndarray]) -> dict[str, Tensor]:
+        position, rows = key
+        rows = np.asarray(rows, dtype=np.int64)
+        state = np.random.SeedSequence([self.seed, position, int(rows[0]) if len(rows) else 0, len(rows)])
+        generator = torch.Generator().manual_seed(int(state.generate_state(1)[0]))
+        return self.day(position).batch(torch.from_numpy(rows), generator)
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_cached"] = None  # workers load their own day
+        return state

@@ -1,0 +1,14 @@
+"""Errors raised when RecFlow files do not have the expected layout or content."""
+
+from __future__ import annotations
+
+
+class RecFlowFormatError(ValueError):
+    """A RecFlow file is missing, truncated, corrupt, or lacks a column of the expected type.
+
+    The message always names the file and, where one is at fault, the column, and says what was expected.
+    """
+
+
+class MissingDayError(RecFlowFormatError):
+    """A day of the release lacks one of its required files (or the whole day is absent)."""

@@ -1,0 +1,232 @@
+"""Reading the official RecFlow release: where its files are, and validated columns out of its Feather files.
+
+The layout (``docs/data_formats.md``)::
+
+    all_stage/{date}.feather   realshow/{date}.feather
+    seq_effective_50_dict/{date}.pkl   request_id_dict/{date}.pkl   ubm_seq_request_id_dict/{date}.pkl
+    others/id_cnt.pkl   others/{retrieval_test,coarse_rank_test,rank_test}.feather
+    others/realshow_video_info.feather   others/realshow_video_info_daily/{date}.feather
+
+Both spellings of the renamed files are accepted (``retrieval_test``/``recall_test``,
+``coarse_rank_test``/``prerank_test``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.feather as feather
+import pyarrow.ipc as ipc
+
+from stcrank.data.recflow.errors import RecFlowFormatError
+from stcrank.data.recflow.schema import TEST_FILES, is_date, parse_date
+
+REQUIRED_DAY_FILES: tuple[str, ...] = ("all_stage", "realshow", "seq_effective_50_dict")
+"""Per-day files without which a day cannot be imported."""
+
+OPTIONAL_DAY_FILES: tuple[str, ...] = ("ubm_seq_request_id_dict", "request_id_dict")
+"""Per-day files imported when present (``request_id_dict`` is not read: ``all_stage`` holds the same rows)."""
+
+_SUFFIX = {
+    "all_stage": ".feather",
+    "realshow": ".feather",
+    "seq_effective_50_dict": ".pkl",
+    "request_id_dict": ".pkl",
+    "ubm_seq_request_id_dict": ".pkl",
+}
+
+
+@dataclass(frozen=True)
+class DayFiles:
+    """Paths of one day's files (they may not exist)."""
+
+    date: str
+    all_stage: Path
+    realshow: Path
+    seq_effective_50_dict: Path
+    request_id_dict: Path
+    ubm_seq_request_id_dict: Path
+    realshow_video_info_daily: Path
+
+    def missing(self) -> list[Path]:
+        """The required files that do not exist."""
+        return [getattr(self, name) for name in REQUIRED_DAY_FILES if not getattr(self, name).is_file()]
+
+
+class ReleaseLayout:
+    """The official RecFlow release under a root directory.
+
+    Args:
+        root: The release directory (the one holding ``all_stage/``, ``realshow/``, ``others/``...).
+    """
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise RecFlowFormatError(f"{self.root}: no such directory; expected the RecFlow release root")
+
+    def day(self, date: str) -> DayFiles:
+        """The files of one day."""
+        return DayFiles(
+            date=date,
+            **{name: self.root / name / f"{date}{suffix}" for name, suffix in _SUFFIX.items()},
+            realshow_video_info_daily=self.root / "others" / "realshow_video_info_daily" / f"{date}.feather",
+        )
+
+    def dates_found(self) -> list[str]:
+        """Dates that have at least one required per-day file, sorted."""
+        found: set[str] = set()
+        for name in REQUIRED_DAY_FILES:
+            folder = self.root / name
+            if folder.is_dir():
+                found.update(p.stem for p in folder.iterdir() if p.suffix == _SUFFIX[name] and is_date(p.stem))
+        return sorted(found)
+
+    def calendar(self) -> list[str]:
+        """Every date from the first to the last one found, gaps included."""
+        found = self.dates_found()
+        if not found:
+            return []
+        first, last = parse_date(found[0]), parse_date(found[-1])
+        return [(first + dt.timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
+
+    @property
+    def id_cnt(self) -> Path:
+        """``others/id_cnt.pkl``."""
+        return self.root / "others" / "id_cnt.pkl"
+
+    def test_file(self, name: str) -> Path | None:
+        """The official test file ``name`` under either of its spellings, or None.
+
+        Args:
+            name: A key of :data:`~stcrank.data.recflow.schema.TEST_FILES`.
+        """
+        for spelling in TEST_FILES[name]:
+            path = self.root / "others" / spelling
+            if path.is_file():
+                return path
+        return None
+
+
+def _open_feather(path: Path, columns: Sequence[str] | None) -> ipc.RecordBatchFileReader | pa.Table:
+    """Open a Feather file: a v2 file as a memory-mapped reader of the selected columns, a v1 file as a table.
+
+    Raises:
+        RecFlowFormatError: If the file is missing, truncated or corrupt, or lacks a column.
+    """
+    if not path.is_file():
+        raise RecFlowFormatError(f"{path}: file not found")
+    try:
+        source = pa.memory_map(str(path), "r")
+        reader = ipc.open_file(source)
+        if columns is None:
+            return reader
+        names = reader.schema.names
+        missing = [c for c in columns if c not in names]
+        if missing:
+            _raise_missing(path, missing, names)
+        indices = sorted(names.index(c) for c in columns)
+        return ipc.open_file(source, options=ipc.IpcReadOptions(included_fields=indices, use_threads=True))
+    except RecFlowFormatError:
+        raise
+    except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as v2_error:
+        try:  # Feather v1 files are not Arrow IPC files
+            return feather.read_table(str(path), memory_map=True)
+        except Exception:  # report the v2 reader's error, which explains truncation
+            raise RecFlowFormatError(
+                f"{path}: cannot read as Feather ({type(v2_error).__name__}: {v2_error}); the file is truncated "
+                "or corrupt, expected a complete Feather (Arrow IPC) file"
+            ) from v2_error
+
+
+def _raise_missing(path: Path, missing: Sequence[str], present: Sequence[str]) -> None:
+    raise RecFlowFormatError(
+        f"{path}: missing column {missing[0]!r}"
+        + (f" (and {list(missing[1:])})" if len(missing) > 1 else "")
+        + f"; expected an integer column of that name. Columns present: {list(present)}"
+    )
+
+
+ColumnKind = Literal["id", "binary", "int32", "int64"]
+"""How a column is stored: ``id`` (non-negative, int32), ``binary`` (0/1, int8), ``int32`` or ``int64``."""
+
+_TARGET: dict[str, type[np.integer]] = {"id": np.int32, "binary": np.int8, "int32": np.int32, "int64": np.int64}
+
+
+def _check_chunk(values: np.ndarray, kind: str, path: Path, name: str) -> None:
+    if not len(values) or kind == "int64":
+        return
+    low, high = int(values.min()), int(values.max())
+    if kind == "id" and low < 0:
+        raise RecFlowFormatError(f"{path}: column {name!r} has negative values (min {low}); expected 0-based ids")
+    if kind == "binary" and (low < 0 or high > 1):
+        raise RecFlowFormatError(f"{path}: column {name!r} has values in [{low}, {high}]; expected 0/1")
+    info = np.iinfo(_TARGET[kind])
+    if low < info.min or high > info.max:
+        raise RecFlowFormatError(
+            f"{path}: column {name!r} has values in [{low}, {high}]; expected values that fit {info.dtype}"
+        )
+
+
+def read_feather_columns(path: str | Path, columns: Sequence[str] | Mapping[str, ColumnKind]) -> dict[str, np.ndarray]:
+    """Read integer columns of a Feather file into numpy arrays, validating names, types, nulls and ranges.
+
+    The file is memory-mapped and decoded one record batch at a time straight into the (narrower) output
+    arrays, so a day's ``all_stage`` never exists as 30 int64 columns in memory.
+
+    Args:
+        path: The Feather file.
+        columns: Columns to read, as a sequence (kept as int64) or a mapping to their
+            :data:`ColumnKind` (checked and narrowed).
+
+    Returns:
+        Column name -> 1-D integer array.
+
+    Raises:
+        RecFlowFormatError: Naming the file and the column: file missing, truncated or corrupt, a column missing,
+            not an integer type, with nulls, or with values outside its kind's range.
+    """
+    path = Path(path)
+    kinds: dict[str, str] = dict(columns) if isinstance(columns, Mapping) else dict.fromkeys(columns, "int64")
+    table_or_reader = _open_feather(path, list(kinds))
+    schema = table_or_reader.schema
+    missing = [c for c in kinds if c not in schema.names]
+    if missing:
+        _raise_missing(path, missing, schema.names)
+    for name in kinds:
+        dtype = schema.field(name).type
+        if not pa.types.is_integer(dtype):
+            raise RecFlowFormatError(f"{path}: column {name!r} has type {dtype}; expected an integer column (int64)")
+    if isinstance(table_or_reader, pa.Table):
+        batches = table_or_reader.to_batches()
+        n_rows = table_or_reader.num_rows
+    else:
+        batches = (table_or_reader.get_batch(i) for i in range(table_or_reader.num_record_batches))
+        n_rows = table_or_reader.count_rows()  # from the batch headers, nothing decoded
+    out = {name: np.empty(n_rows, dtype=_TARGET[kind]) for name, kind in kinds.items()}
+    offset = 0
+    try:
+        for batch in batches:
+            n = batch.num_rows
+            for name, kind in kinds.items():
+                column = batch.column(name)
+                if column.null_count:
+                    raise RecFlowFormatError(f"{path}: column {name!r} has null values; expected integers only")
+                values = column.to_numpy()
+                _check_chunk(values, kind, path, name)
+                out[name][offset : offset + n] = values
+            offset += n
+    except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as error:
+        raise RecFlowFormatError(f"{path}: cannot decode a record batch ({error}); the file is corrupt") from error
+    return out
+
+
+def feather_column_names(path: str | Path) -> list[str]:
+    """Column names of a Feather file (raises RecFlowFormatError if it cannot be read)."""
+    return list(_open_feather(Path(path), None).schema.names)
