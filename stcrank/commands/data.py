@@ -7,6 +7,7 @@ Each sub-command is a plain function whose signature and Google-style docstring 
 from __future__ import annotations
 
 import importlib
+import json
 from collections.abc import Callable
 
 from jsonargparse import CLI
@@ -31,8 +32,14 @@ def main(argv: list[str]) -> object:
             raise SystemExit(f"stcrank data: unknown sub-command {argv[0]!r}; choose one of: {names}")
         print(f"usage: stcrank data {{{names}}} [options]\n")
         for name, target in SUBCOMMANDS.items():
-            doc = (_function(target).__doc__ or "").strip().splitlines()
+            try:
+                doc = (_function(target).__doc__ or "").strip().splitlines()
+            except ImportError as error:  # one broken sub-command must not hide the others
+                doc = [f"(unavailable: {error})"]
             print(f"  {name:<16} {doc[0] if doc else ''}")
         return None
     name = argv[0]
-    return CLI({name: _function(SUBCOMMANDS[name])}, args=argv, prog="stcrank data")
+    result = CLI({name: _function(SUBCOMMANDS[name])}, args=argv, prog="stcrank data")
+    if isinstance(result, dict):
+        print(json.dumps(result.get("totals", result), indent=2, default=str))
+    return result

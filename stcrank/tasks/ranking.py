@@ -60,11 +60,10 @@ class RankingTask(BaseTask):
         self.optimizer = optimizer
         self.lr = lr
         self.ks = list(ks or [50, 100, 200])
-        self.val_metrics = self._make_metrics()
-        self.test_metrics = self._make_metrics()
-        self._updated: set[tuple[str, str]] = set()
+        self.val_metrics = self._make_metrics("val/")
+        self.test_metrics = self._make_metrics("test/")
 
-    def _make_metrics(self) -> nn.ModuleDict:
+    def _make_metrics(self, prefix: str) -> nn.ModuleDict:
         lists: dict[str, Metric] = {}
         for k in self.ks:
             lists[f"recflow_recall@{k}"] = RecFlowRecall(k)
@@ -73,8 +72,8 @@ class RankingTask(BaseTask):
             lists[f"ndcg@{k}"] = NormalizedNDCG(k)
         return nn.ModuleDict(
             {
-                "exposures": MetricCollection({"auc": BinaryAUROC(), "logloss": BinaryLogLoss()}),
-                "candidates": MetricCollection(lists),
+                "exposures": MetricCollection({"auc": BinaryAUROC(), "logloss": BinaryLogLoss()}, prefix=prefix),
+                "candidates": MetricCollection(lists, prefix=prefix),
             }
         )
 
@@ -92,40 +91,24 @@ class RankingTask(BaseTask):
         self.log("train/loss", loss, prog_bar=True, batch_size=logits.shape[0])
         return loss
 
-    def _evaluation_step(self, prefix: str, batch: dict[str, Tensor], dataloader_idx: int) -> None:
-        metrics = self.val_metrics if prefix == "val" else self.test_metrics
+    def _evaluation_step(self, metrics: nn.ModuleDict, batch: dict[str, Tensor], dataloader_idx: int) -> None:
+        # Metric objects are logged from the step: Lightning computes, syncs across processes and resets them at
+        # the end of the epoch, and files each group under the dataloader that fed it.
         if dataloader_idx == EXPOSURES:
-            metrics["exposures"].update(torch.sigmoid(self.network(batch)), batch["label"].long())
-            self._updated.add((prefix, "exposures"))
+            group = metrics["exposures"]
+            group.update(torch.sigmoid(self.network(batch)), batch["label"].long())
         else:
-            scores = self.network.score_candidates(batch)
-            metrics["candidates"].update(scores, batch["candidate_label"], batch["candidate_mask"])
-            self._updated.add((prefix, "candidates"))
-
-    def _log_evaluation(self, prefix: str) -> None:
-        metrics = self.val_metrics if prefix == "val" else self.test_metrics
-        for name, group in metrics.items():
-            # Only groups that saw data: a data module may offer exposures without candidates.
-            if (prefix, name) in self._updated:
-                self.log_dict({f"{prefix}/{metric}": value for metric, value in group.compute().items()})
-            group.reset()
-            self._updated.discard((prefix, name))
+            group = metrics["candidates"]
+            group.update(self.network.score_candidates(batch), batch["candidate_label"], batch["candidate_mask"])
+        self.log_dict(group, add_dataloader_idx=False, batch_size=batch["user"].shape[0])
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
         """Accumulate validation metrics."""
-        self._evaluation_step("val", batch, dataloader_idx)
-
-    def on_validation_epoch_end(self) -> None:
-        """Log and reset validation metrics."""
-        self._log_evaluation("val")
+        self._evaluation_step(self.val_metrics, batch, dataloader_idx)
 
     def test_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
         """Accumulate test metrics."""
-        self._evaluation_step("test", batch, dataloader_idx)
-
-    def on_test_epoch_end(self) -> None:
-        """Log and reset test metrics."""
-        self._log_evaluation("test")
+        self._evaluation_step(self.test_metrics, batch, dataloader_idx)
 
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Tensor]:
         """Predicted probabilities: per exposure, or per candidate for a candidates batch."""
