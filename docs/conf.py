@@ -12,7 +12,7 @@ import stcrank  # noqa: E402
 
 project = "stcrank"
 author = "stcrank contributors"
-copyright = "2026, stcrank contributors"  # noqa: A001
+copyright = "2026, stcrank contributors"
 release = stcrank.__version__
 
 extensions = [

@@ -74,6 +74,7 @@ class LabelDefinition(ABC):
         """
 
     def __call__(self, columns: Mapping[str, Tensor]) -> LabelOutput:
+        """Check that the required columns are present, then :meth:`compute`."""
         missing = [name for name in self.required_columns if name not in columns]
         if missing:
             raise KeyError(
@@ -136,6 +137,7 @@ class Ensemble(ABC):
         """
 
     def __call__(self, predictions: Mapping[str, Tensor]) -> Tensor:
+        """Check that every needed prediction is present, then :meth:`combine`."""
         missing = [name for name in self.tasks if name not in predictions]
         if missing:
             raise KeyError(f"ensemble {type(self).__name__} needs predictions {list(self.tasks)}; missing {missing}")
@@ -164,6 +166,7 @@ class Reranker(ABC):
         """
 
     def __call__(self, value: Tensor, continue_prob: Tensor, k: int) -> Tensor:
+        """Validate the shapes and ``k``, then :meth:`rerank`."""
         if value.shape != continue_prob.shape or value.dim() != 2:
             raise ValueError(
                 f"value and continue_prob must both be [R, n]; got {tuple(value.shape)} and "

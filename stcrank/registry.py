@@ -107,7 +107,7 @@ def describe(entry_point: EntryPoint) -> dict[str, str]:
 def _import_entry_point(group: str, entry_point: EntryPoint) -> type:
     try:
         plugin = entry_point.load()
-    except Exception as error:  # noqa: BLE001 - any import failure of third-party code is reported
+    except Exception as error:
         distribution = _distribution_of(entry_point)[0]
         raise PluginError(
             f"plugin {entry_point.name!r} of group {group!r} (distribution {distribution!r}, "

@@ -30,7 +30,8 @@ def fake_distribution(tmp_path: Path) -> Iterator[Callable[[str, str], Path]]:
 
     yield install
     sys.path.remove(str(root))
-    for module in [name for name, mod in sys.modules.items() if getattr(mod, "__file__", "") and str(root) in mod.__file__]:
+    loaded_from_root = [name for name, mod in sys.modules.items() if str(root) in (getattr(mod, "__file__", "") or "")]
+    for module in loaded_from_root:
         del sys.modules[module]
     registry.refresh()
 

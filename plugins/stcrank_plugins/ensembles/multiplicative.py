@@ -34,5 +34,7 @@ class MultiplicativeEnsemble(Ensemble):
 
     def combine(self, predictions: Mapping[str, Tensor]) -> Tensor:
         """Return ``prod_t p_t ** w_t``."""
-        log_value = sum(weight * torch.log(predictions[task].clamp(self.eps, 1.0)) for task, weight in self.weights.items())
+        log_value = sum(
+            weight * torch.log(predictions[task].clamp(self.eps, 1.0)) for task, weight in self.weights.items()
+        )
         return torch.exp(log_value)

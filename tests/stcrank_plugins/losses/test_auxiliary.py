@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from stcrank_plugins.losses.auxiliary import AuxiliaryRankingLoss
 
 from stcrank import registry
+from stcrank_plugins.losses.auxiliary import AuxiliaryRankingLoss
 
 
 def softplus(x: float) -> float:

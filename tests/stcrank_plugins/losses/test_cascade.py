@@ -6,9 +6,9 @@ import math
 
 import pytest
 import torch
-from stcrank_plugins.losses.cascade import FSLTRLoss, PositiveRankLoss
 
 from stcrank import registry
+from stcrank_plugins.losses.cascade import FSLTRLoss, PositiveRankLoss
 
 
 def softplus(x: float) -> float:

@@ -6,9 +6,9 @@ import math
 
 import pytest
 import torch
-from stcrank_plugins.losses.pairwise import BPRLoss, gather_pairs
 
 from stcrank import registry
+from stcrank_plugins.losses.pairwise import BPRLoss, gather_pairs
 
 
 def softplus(x: float) -> float:

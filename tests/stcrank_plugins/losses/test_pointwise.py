@@ -6,10 +6,10 @@ import math
 
 import pytest
 import torch
-from stcrank_plugins.losses.pointwise import BCELoss
 
 from stcrank import registry
 from stcrank.plugins import Loss
+from stcrank_plugins.losses.pointwise import BCELoss
 
 
 def softplus(x: float) -> float:
