@@ -89,7 +89,12 @@ class NegativeSampler(ABC):
     Samplers draw item ids from pools the data module hands them (the day's exposed corpus, the stage lists of
     each example's request) and return them with the cascade priority of each drawn item, so that the same
     draw feeds a sampled-softmax/BPR loss (priorities ignored) or a cascade loss (priorities used).
+
+    Attributes:
+        pool_names: The pools this sampler reads, which the data module builds for it.
     """
+
+    pool_names: tuple[str, ...] = ("corpus",)
 
     @abstractmethod
     def sample(self, pools: Mapping[str, Tensor], targets: Tensor, generator: torch.Generator) -> SampledNegatives:

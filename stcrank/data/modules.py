@@ -1,5 +1,6 @@
 """Every data module stcrank ships, imported together so that configs can name them by class name."""
 
 from stcrank.data.recflow.datamodule import RecFlowDataModule
+from stcrank.data.recflow.retrieval import RecFlowRetrievalDataModule
 
-__all__ = ["RecFlowDataModule"]
+__all__ = ["RecFlowDataModule", "RecFlowRetrievalDataModule"]

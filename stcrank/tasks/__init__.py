@@ -2,5 +2,6 @@
 
 from stcrank.tasks.base import BaseTask
 from stcrank.tasks.ranking import RankingTask
+from stcrank.tasks.retrieval import RetrievalTask
 
-__all__ = ["BaseTask", "RankingTask"]
+__all__ = ["BaseTask", "RankingTask", "RetrievalTask"]
