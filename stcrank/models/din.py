@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import Tensor, nn
 
+from stcrank.models.aux_tower import AuxiliaryTwoTower
 from stcrank.models.base import RankingNetwork
+from stcrank.models.competing import CompetingAttention, competing_behaviours
 from stcrank.models.features import SEQUENCE_FEATURES, RecFlowEmbeddings
 from stcrank.models.mlp import mlp
 
@@ -53,6 +57,15 @@ class DIN(RankingNetwork):
     Tower input: request context (3 features), user (5), interest (5 = attention over the 50 behaviours with
     the target's first five features as query) and the target item (8), each feature ``embedding_dim`` wide.
 
+    Variants:
+
+    * ``competing=True`` (RecFlow's DIN_UBM): each behaviour is first refined by attention over its competing
+      items (:class:`~stcrank.models.competing.CompetingAttention`), and the refined behaviours replace the
+      behaviour embeddings as keys and values of the target attention. Batches must carry ``competing``.
+    * ``auxiliary_tower=True`` (RecFlow's DIN_AuxRanking): an
+      :class:`~stcrank.models.aux_tower.AuxiliaryTwoTower` sharing the embeddings scores the auxiliary ranking
+      term (:meth:`auxiliary_scores`); the DIN logit alone is used for BCE and for evaluation.
+
     Args:
         feature_sizes: Embedding-table sizes by feature name (linked from the data module).
         embedding_dim: Width of each feature embedding.
@@ -60,6 +73,12 @@ class DIN(RankingNetwork):
         tower: Hidden widths of the prediction tower (ReLU), followed by a linear layer to one logit.
         candidate_chunk: Candidates scored at once per request in :meth:`score_candidates`, bounding memory to
             ``B * candidate_chunk * L * attention_hidden`` floats.
+        competing: Refine the behaviours with their competing items (see above).
+        competing_hidden: Hidden width of the competing attention.
+        competing_empty: What a behaviour without competing items becomes (``"zero"`` or ``"behaviour"``).
+        auxiliary_tower: Add the auxiliary two-tower (see above).
+        auxiliary_hidden: Hidden width of the auxiliary two-tower.
+        auxiliary_out: Width of the auxiliary two-tower's vectors.
     """
 
     def __init__(
@@ -69,6 +88,12 @@ class DIN(RankingNetwork):
         attention_hidden: int = 80,
         tower: list[int] | None = None,
         candidate_chunk: int = 64,
+        competing: bool = False,
+        competing_hidden: int = 80,
+        competing_empty: Literal["zero", "behaviour"] = "zero",
+        auxiliary_tower: bool = False,
+        auxiliary_hidden: int = 80,
+        auxiliary_out: int = 32,
     ) -> None:
         super().__init__()
         self.embeddings = RecFlowEmbeddings(feature_sizes, embedding_dim)
@@ -76,11 +101,20 @@ class DIN(RankingNetwork):
         self.attention = TargetAttention(behaviour_width, attention_hidden)
         self.tower = mlp((3 + 5 + 5 + 8) * embedding_dim, tower or [128, 128, 32], 1)
         self.candidate_chunk = candidate_chunk
+        self.competing = CompetingAttention(behaviour_width, competing_hidden, competing_empty) if competing else None
+        self.auxiliary = AuxiliaryTwoTower(embedding_dim, auxiliary_hidden, auxiliary_out) if auxiliary_tower else None
+
+    def _embedded(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        request = torch.cat([self.embeddings.context(batch["context"]), self.embeddings.user(batch["user"])], -2)
+        return request.flatten(-2), self.embeddings.behaviour(batch["seq"]).flatten(-2)  # [B, 8d], [B, L, 5d]
 
     def _request_side(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
-        request = torch.cat([self.embeddings.context(batch["context"]), self.embeddings.user(batch["user"])], -2)
-        behaviours = self.embeddings.behaviour(batch["seq"]).flatten(-2)  # [B, L, 5d]
-        return request.flatten(-2), behaviours, batch["seq_mask"]
+        request, behaviours = self._embedded(batch)
+        if self.competing is not None:
+            behaviours = self.competing(
+                competing_behaviours(self.embeddings, batch), batch["competing_mask"], behaviours
+            )
+        return request, behaviours, batch["seq_mask"]
 
     def _score(self, request: Tensor, behaviours: Tensor, seq_mask: Tensor, items: Tensor) -> Tensor:
         # items [B, C, 8] -> logits [B, C]
@@ -99,3 +133,17 @@ class DIN(RankingNetwork):
         request, behaviours, seq_mask = self._request_side(batch)
         chunks = batch["candidates"].split(self.candidate_chunk, dim=1)
         return torch.cat([self._score(request, behaviours, seq_mask, chunk) for chunk in chunks], dim=1)
+
+    def auxiliary_scores(self, batch: dict[str, Tensor]) -> Tensor:
+        """Auxiliary two-tower logits of the exposure and its request's stage items, ``[B, 1 + K]``.
+
+        Without ``auxiliary_tower`` the DIN itself scores them.
+
+        Args:
+            batch: An auxiliary-exposures batch (``item`` and ``aux_items``).
+        """
+        items = torch.cat([batch["item"].unsqueeze(1), batch["aux_items"]], dim=1)
+        if self.auxiliary is None:
+            return self.score_candidates({**batch, "candidates": items})
+        request, behaviours = self._embedded(batch)
+        return self.auxiliary(request, behaviours, batch["seq_mask"], self.embeddings.item(items).flatten(-2))

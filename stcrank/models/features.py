@@ -65,4 +65,3 @@ class RecFlowEmbeddings(nn.Module):
     def behaviour(self, ids: Tensor) -> Tensor:
         """Embed behaviour (or any item's first five) features ``[..., 5]`` to ``[..., 5, d]``."""
         return self._embed(ids[..., : len(SEQUENCE_FEATURES)], SEQUENCE_FEATURES)
-

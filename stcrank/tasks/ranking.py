@@ -23,6 +23,17 @@ EXPOSURES, CANDIDATES = 0, 1
 class RankingTask(BaseTask):
     """Train a :class:`~stcrank.models.base.RankingNetwork` on exposures and evaluate it as RecFlow does.
 
+    The training batch decides how the loss is applied:
+
+    - an exposures batch (``item``, ``label``): point-wise, ``loss(logits [B, 1], label [B, 1])``;
+    - a list batch (``candidates``, e.g. the ``request_lists`` sample kind): list-wise,
+      ``loss(score_candidates [B, C], batch[list_target], candidate_mask)`` (FS-LTR, PositiveRank);
+    - an auxiliary batch (``aux_items``) with a loss that has ``pointwise_term`` and ``ranking_term``
+      (``aux_ranking``): BCE on the exposure's logit plus ``alpha`` times the ranking term on the logits of the
+      exposure and its stage items. Those come from the network's ``auxiliary_scores(batch) -> [B, 1 + K]`` when
+      it has one (a separate scorer, e.g. DIN's auxiliary two-tower), else from ``score_candidates`` over
+      ``[item; aux_items]`` (the same towers, e.g. DSSM).
+
     Evaluation takes two dataloaders: index 0 yields exposures (AUC and LogLoss), index 1 yields requests with
     their stage candidates (Recall@K and NDCG@K over the candidates). Two families of list metrics are logged:
 
@@ -37,6 +48,8 @@ class RankingTask(BaseTask):
         lr: Learning rate of the default optimiser.
         ks: Cut-offs of the candidate-list metrics.
         feature_sizes: Embedding-table sizes by feature name; linked from the data module by the command line.
+        list_target: Batch key of the list-wise target: ``candidate_stage`` (cascade priority) or
+            ``candidate_slot`` (slot code, for the rank-stage FS-LTR groups).
     """
 
     monitor = "val/auc"
@@ -50,6 +63,7 @@ class RankingTask(BaseTask):
         lr: float = 1e-2,
         ks: list[int] | None = None,
         feature_sizes: dict[str, int] | None = None,
+        list_target: str = "candidate_stage",
     ) -> None:
         super().__init__()
         if feature_sizes is None:
@@ -60,6 +74,7 @@ class RankingTask(BaseTask):
         self.optimizer = optimizer
         self.lr = lr
         self.ks = list(ks or [50, 100, 200])
+        self.list_target = list_target
         self.val_metrics = self._make_metrics("val/")
         self.test_metrics = self._make_metrics("test/")
 
@@ -84,12 +99,35 @@ class RankingTask(BaseTask):
         return torch.optim.Adam(self.parameters(), lr=self.lr)
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        """One step on a batch of exposures."""
-        logits = self.network(batch).unsqueeze(1)
-        target = batch["label"].unsqueeze(1)
-        loss = self.loss(logits, target, torch.ones_like(target, dtype=torch.bool))
-        self.log("train/loss", loss, prog_bar=True, batch_size=logits.shape[0])
+        """One step on a batch of exposures, of request lists or of exposures with auxiliary stage items."""
+        if "aux_items" in batch and hasattr(self.loss, "ranking_term"):
+            loss, size = self._auxiliary_loss(batch), batch["label"].shape[0]
+        elif "candidates" in batch:
+            loss, size = self._list_loss(batch), batch["candidates"].shape[0]
+        else:
+            logits = self.network(batch).unsqueeze(1)
+            target = batch["label"].unsqueeze(1)
+            loss, size = self.loss(logits, target, torch.ones_like(target, dtype=torch.bool)), logits.shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=size)
         return loss
+
+    def _list_loss(self, batch: dict[str, Tensor]) -> Tensor:
+        if self.list_target not in batch:
+            raise KeyError(f"list_target {self.list_target!r} is not in the batch (keys: {sorted(batch)})")
+        scores = self.network.score_candidates(batch)
+        return self.loss(scores, batch[self.list_target].to(scores.dtype), batch["candidate_mask"])
+
+    def _auxiliary_loss(self, batch: dict[str, Tensor]) -> Tensor:
+        label = batch["label"].unsqueeze(1)
+        target = torch.cat([label, torch.zeros_like(batch["aux_mask"], dtype=label.dtype)], dim=1)
+        mask = torch.cat([torch.ones_like(label, dtype=torch.bool), batch["aux_mask"]], dim=1)
+        auxiliary_scores = getattr(self.network, "auxiliary_scores", None)
+        if auxiliary_scores is None:  # the same scorer ranks the stage items
+            items = torch.cat([batch["item"].unsqueeze(1), batch["aux_items"]], dim=1)
+            return self.loss(self.network.score_candidates({**batch, "candidates": items}), target, mask)
+        main = self.network(batch).unsqueeze(1).expand(-1, mask.shape[1])
+        pointwise = self.loss.pointwise_term(main, target, mask)
+        return pointwise + self.loss.alpha * self.loss.ranking_term(auxiliary_scores(batch), target, mask)
 
     def _evaluation_step(self, metrics: nn.ModuleDict, batch: dict[str, Tensor], dataloader_idx: int) -> None:
         # Metric objects are logged from the step: Lightning computes, syncs across processes and resets them at

@@ -1,5 +1,6 @@
 import csv
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -67,3 +68,94 @@ def test_ddp_on_two_cpu_processes_agrees_with_one_process(recflow_store, tmp_pat
     assert abs(single["val/auc"] - ddp["val/auc"]) < 0.02, (single, ddp)
     assert abs(single["val/logloss"] - ddp["val/logloss"]) < 0.02, (single, ddp)
     assert abs(single["val/recflow_recall@50"] - ddp["val/recflow_recall@50"]) < 0.05, (single, ddp)
+
+
+COARSE_BASELINE = EXPERIMENT.parents[1] / "coarse/baseline.yaml"
+
+
+@pytest.mark.slow
+def test_dssm_learns_the_generated_preference(recflow_store, tmp_path):
+    args = ["-c", str(COARSE_BASELINE), f"--data.root={recflow_store}", f"--trainer.default_root_dir={tmp_path}"]
+    args += [f"--trainer.logger.init_args.save_dir={tmp_path}", "--data.batch_size=128", "--seed_everything=0"]
+    fitted = main(["fit", *args])
+    tested = main(["test", *args, f"--ckpt_path={fitted.trainer.checkpoint_callback.last_model_path}"])
+    metrics = tested.trainer.callback_metrics
+    assert metrics["test/auc"] > 0.6, metrics
+    assert metrics["test/recflow_recall@50"] <= metrics["test/recflow_recall@200"]
+
+
+def _variant(store, network, network_args, loss, data_args, list_target="candidate_stage"):
+    from stcrank.data.recflow.ranking_data import RecFlowRankingDataModule
+    from stcrank.tasks.ranking import RankingTask
+
+    data = RecFlowRankingDataModule(str(store), batch_size=64, **data_args)
+    task = RankingTask(
+        network=lambda sizes: network(sizes, **network_args),
+        loss=loss,
+        feature_sizes=data.feature_sizes,
+        list_target=list_target,
+    )
+    return task, next(iter(data.train_dataloader()))
+
+
+def _variants():
+    from stcrank.models.din import DIN
+    from stcrank.models.dssm import DSSM
+    from stcrank_plugins.losses.auxiliary import AuxiliaryRankingLoss
+    from stcrank_plugins.losses.cascade import FSLTRLoss, PositiveRankLoss
+    from stcrank_plugins.negative_samplers.extra import StageExtraNegativeSampler
+
+    extra = {"sample_kind": "extra_negatives", "negative_sampler": StageExtraNegativeSampler(["rank_neg"], 2)}
+    lists = {"sample_kind": "request_lists"}
+    aux = {"sample_kind": "aux_exposures"}
+    ubm = {"competing_stage": "rank_pos"}
+    group = FSLTRLoss(
+        negatives_of={7: [2, 3, 4, 5, 6], 6: [2, 3, 4, 5], 5: [2, 3], 4: [2, 3]},
+        priority_weights={7: 1.0, 6: 0.5, 5: 0.05, 4: 0.05},
+        normalize="group",
+    )
+    return {
+        "dssm_extra": (DSSM, {}, "bce", extra, "candidate_stage"),
+        "dssm_fsltr": (DSSM, {}, FSLTRLoss(), lists, "candidate_stage"),
+        "dssm_positive_rank": (DSSM, {}, PositiveRankLoss(), lists, "candidate_stage"),
+        "dssm_aux": (DSSM, {}, AuxiliaryRankingLoss(0.1), aux, "candidate_stage"),
+        "dssm_ubm": (DSSM, {"competing": True}, "bce", ubm, "candidate_stage"),
+        "din_extra": (DIN, {}, "bce", extra, "candidate_stage"),
+        "din_fsltr_groups": (DIN, {}, group, lists, "candidate_slot"),
+        "din_aux_tower": (DIN, {"auxiliary_tower": True}, AuxiliaryRankingLoss(0.1), aux, "candidate_stage"),
+        "din_ubm": (DIN, {"competing": True}, "bce", ubm, "candidate_stage"),
+    }
+
+
+@pytest.mark.parametrize("name", list(_variants()))
+def test_each_variant_trains_and_its_loss_decreases(recflow_store, name):
+    torch.manual_seed(0)
+    network, network_args, loss, data_args, list_target = _variants()[name]
+    task, batch = _variant(recflow_store, network, network_args, loss, data_args, list_target)
+    optimizer = torch.optim.Adam(task.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(12):
+        optimizer.zero_grad()
+        value = task.training_step(batch, 0)
+        value.backward()
+        optimizer.step()
+        losses.append(float(value))
+    assert all(map(math.isfinite, losses)) and losses[0] > 0
+    assert losses[-1] < 0.8 * losses[0], losses
+
+
+def test_auxiliary_step_uses_the_separate_tower_only_for_the_ranking_term(recflow_store):
+    from stcrank.models.din import DIN
+    from stcrank_plugins.losses.auxiliary import AuxiliaryRankingLoss
+
+    torch.manual_seed(0)
+    task, batch = _variant(
+        recflow_store, DIN, {"auxiliary_tower": True}, AuxiliaryRankingLoss(0.1), {"sample_kind": "aux_exposures"}
+    )
+    loss = task.training_step(batch, 0)
+    label = batch["label"][:, None]
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(task.network(batch), batch["label"])
+    aux = task.network.auxiliary_scores(batch)
+    pairs = batch["aux_mask"] * label
+    bpr = (pairs * torch.nn.functional.softplus(-(aux[:, :1] - aux[:, 1:]))).sum() / pairs.sum()
+    assert torch.isclose(loss, bce + 0.1 * bpr, atol=1e-5)

@@ -31,7 +31,9 @@ def test_draws_only_chosen_stages_without_replacement():
             assert all(100 < i < 300 for i in drawn)  # rank_pos is not chosen
             assert set(out.items[row, :2][out.mask[row, :2]].tolist()) <= set(_pools()["rank_neg"][row].tolist())
         assert torch.equal(out.items[~out.mask], torch.zeros_like(out.items[~out.mask]))
-        assert torch.equal(out.priority[0], torch.tensor([STAGE_PRIORITY["rank_neg"]] * 2 + [STAGE_PRIORITY["coarse_neg"]] * 2))
+        assert torch.equal(
+            out.priority[0], torch.tensor([STAGE_PRIORITY["rank_neg"]] * 2 + [STAGE_PRIORITY["coarse_neg"]] * 2)
+        )
 
 
 def test_deterministic_and_uniform():
@@ -52,10 +54,14 @@ def test_all_rows_and_target_exclusion():
 
 
 def test_entry_point_and_errors():
-    assert isinstance(registry.build("negative_samplers", "stage_extra", stages=["rank_neg"]), StageExtraNegativeSampler)
+    assert isinstance(
+        registry.build("negative_samplers", "stage_extra", stages=["rank_neg"]), StageExtraNegativeSampler
+    )
     with pytest.raises(ValueError, match="unknown stages"):
         StageExtraNegativeSampler(["nope"])
     with pytest.raises(ValueError, match="per_stage"):
         StageExtraNegativeSampler(["rank_neg"], per_stage=0)
     with pytest.raises(KeyError, match="no pool"):
-        StageExtraNegativeSampler(["rank_pos", "prerank_neg"]).sample(_pools(), torch.zeros(3, dtype=torch.long), torch.Generator())
+        StageExtraNegativeSampler(["rank_pos", "prerank_neg"]).sample(
+            _pools(), torch.zeros(3, dtype=torch.long), torch.Generator()
+        )

@@ -1,0 +1,122 @@
+"""Multi-gate mixture of experts (MMoE) over the features of e-shop F-stage page views (STCRank 3.1)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from stcrank.models.mlp import mlp
+
+DEFAULT_CATEGORICAL: tuple[str, ...] = (
+    "user_id",
+    "user_segment",
+    "user_activity_bucket",
+    "user_purchase_bucket",
+    "user_price_bucket",
+    "item_id",
+    "item_category",
+    "item_brand",
+    "item_price_bucket",
+    "trigger_item_id",
+    "trigger_category",
+    "trigger_brand",
+    "trigger_price_bucket",
+)
+"""Categorical columns of the F log embedded by default (profile, target item, trigger item)."""
+
+DEFAULT_COUNTS: dict[str, int] = {"request_index": 16, "hist_same_category_views": 16, "hist_ipv": 32}
+"""Count columns embedded as buckets (value clamped to ``cap - 1``): request number and session history."""
+
+
+class MMoE(nn.Module):
+    """Shared embeddings, ``num_experts`` expert MLPs, one softmax gate and one tower per task.
+
+    Features: an embedding per categorical column (ids start at 1, 0 is padding), an embedding per count
+    column (clamped to its cap), ``log1p(item_price)``, and an interaction of the target item's category with
+    the trigger's (same category or not) and with the session's same-category views, the signals that drive
+    high-involvement purchases. Every feature is known when a request is ranked, so the network scores live
+    simulator requests with the columns it was trained on.
+
+    Args:
+        feature_sizes: Embedding-table size (padding row included) of every categorical column.
+        tasks: Task heads, e.g. ``["cvr", "vtr", "sdr"]``.
+        embedding_dim: Width of every embedding.
+        num_experts: Number of experts.
+        expert_hidden: Widths of each expert MLP (its output is the last width).
+        tower_hidden: Widths of each task tower before its output logit.
+        categorical: Categorical columns to embed; :data:`DEFAULT_CATEGORICAL` when None (those absent from
+            ``feature_sizes`` are skipped).
+        counts: Count column -> bucket cap; :data:`DEFAULT_COUNTS` when None.
+    """
+
+    def __init__(
+        self,
+        feature_sizes: dict[str, int],
+        tasks: list[str] | None = None,
+        embedding_dim: int = 16,
+        num_experts: int = 4,
+        expert_hidden: list[int] | None = None,
+        tower_hidden: list[int] | None = None,
+        categorical: list[str] | None = None,
+        counts: dict[str, int] | None = None,
+    ) -> None:
+        super().__init__()
+        self.tasks = list(tasks or ["cvr", "vtr", "sdr"])
+        if not self.tasks or len(set(self.tasks)) != len(self.tasks):
+            raise ValueError(f"MMoE needs distinct task names, got {self.tasks}")
+        if num_experts < 1 or embedding_dim < 1:
+            raise ValueError(f"need num_experts >= 1 and embedding_dim >= 1; got {num_experts}, {embedding_dim}")
+        expert_hidden = list(expert_hidden or [256, 128])
+        tower_hidden = list(tower_hidden or [64])
+        names = list(categorical) if categorical is not None else list(DEFAULT_CATEGORICAL)
+        self.categorical = [name for name in names if name in feature_sizes]
+        if categorical is not None and len(self.categorical) != len(names):
+            missing = sorted(set(names) - set(self.categorical))
+            raise ValueError(f"categorical features {missing} have no size in feature_sizes {sorted(feature_sizes)}")
+        self.counts = dict(counts if counts is not None else DEFAULT_COUNTS)
+        self.embeddings = nn.ModuleDict(
+            {name: nn.Embedding(feature_sizes[name], embedding_dim, padding_idx=0) for name in self.categorical}
+        )
+        self.count_embeddings = nn.ModuleDict({name: nn.Embedding(cap, embedding_dim) for name, cap in self.counts.items()})
+        # same-category flag x same-category views of the session (the involvement signal), 2 x 16 buckets
+        self.involvement = nn.Embedding(32, embedding_dim)
+        width = embedding_dim * (len(self.categorical) + len(self.counts) + 1) + 1
+        self.input_norm = nn.LayerNorm(width)
+        self.experts = nn.ModuleList([mlp(width, expert_hidden) for _ in range(num_experts)])
+        self.gates = nn.ModuleDict({task: nn.Linear(width, num_experts) for task in self.tasks})
+        self.towers = nn.ModuleDict({task: mlp(expert_hidden[-1], tower_hidden, 1) for task in self.tasks})
+
+    @property
+    def input_columns(self) -> tuple[str, ...]:
+        """Every batch column the network reads."""
+        extra = ("item_price", "item_category", "trigger_category", "hist_same_category_views")
+        return tuple(dict.fromkeys([*self.categorical, *self.counts, *extra]))
+
+    def _inputs(self, batch: dict[str, Tensor]) -> Tensor:
+        missing = [name for name in self.input_columns if name not in batch]
+        if missing:
+            raise KeyError(f"MMoE needs batch columns {list(self.input_columns)}; missing {missing}")
+        parts = [self.embeddings[name](batch[name].long()) for name in self.categorical]
+        parts += [self.count_embeddings[name](batch[name].long().clamp(0, cap - 1)) for name, cap in self.counts.items()]
+        same = (batch["item_category"] == batch["trigger_category"]).long()
+        views = batch["hist_same_category_views"].long().clamp(0, 15)
+        parts.append(self.involvement(same * 16 + views))
+        parts.append(torch.log1p(batch["item_price"].float().clamp(min=0)).unsqueeze(-1))
+        return self.input_norm(torch.cat(parts, dim=-1))
+
+    def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Score a batch.
+
+        Args:
+            batch: Feature columns, each of shape ``[B]`` (or any leading shape ``[...]``, e.g. ``[R, n]``).
+
+        Returns:
+            Task name -> logit, of the columns' shape.
+        """
+        x = self._inputs(batch)
+        experts = torch.stack([expert(x) for expert in self.experts], dim=-2)  # [..., E, H]
+        out = {}
+        for task in self.tasks:
+            gate = torch.softmax(self.gates[task](x), dim=-1).unsqueeze(-1)  # [..., E, 1]
+            out[task] = self.towers[task]((gate * experts).sum(dim=-2)).squeeze(-1)
+        return out

@@ -1,0 +1,86 @@
+import torch
+
+from stcrank.models.dssm import DSSM, masked_mean
+
+SIZES = dict.fromkeys(
+    [
+        "wday",
+        "hour",
+        "minute",
+        "user_id",
+        "device_id",
+        "gender",
+        "age",
+        "province",
+        "video_id",
+        "author_id",
+        "category_level_two",
+        "category_level_one",
+        "upload_type",
+    ],
+    64,
+)
+
+
+def _batch(b=4, c=6, seed=0, competing=False):
+    g = torch.Generator().manual_seed(seed)
+    seq = torch.randint(1, 10, (b, 50, 5), generator=g)
+    mask = torch.zeros(b, 50, dtype=torch.bool)
+    mask[:, -7:] = True
+    seq = seq * mask[:, :, None]
+    batch = {
+        "context": torch.randint(1, 8, (b, 3), generator=g),
+        "user": torch.randint(1, 4, (b, 5), generator=g),
+        "item": torch.randint(1, 5, (b, 8), generator=g),
+        "seq": seq,
+        "seq_mask": mask,
+        "candidates": torch.randint(1, 5, (b, c, 8), generator=g),
+        "candidate_mask": torch.ones(b, c, dtype=torch.bool),
+    }
+    if competing:
+        batch["competing"] = torch.randint(1, 9, (b, 50, 10, 5), generator=g)
+        batch["competing_mask"] = mask[:, :, None] & (torch.arange(10) < 3)
+    return batch
+
+
+def test_masked_mean_ignores_padding():
+    values = torch.tensor([[[1.0, 2.0], [100.0, 100.0], [3.0, 4.0]]])
+    mask = torch.tensor([[True, False, True]])
+    assert torch.allclose(masked_mean(values, mask), torch.tensor([[2.0, 3.0]]))
+    assert torch.equal(masked_mean(values, torch.zeros(1, 3, dtype=torch.bool)), torch.zeros(1, 2))
+
+
+def test_padding_values_never_change_the_user_vector():
+    torch.manual_seed(0)
+    model = DSSM(SIZES)
+    batch = _batch()
+    # Padded behaviours carrying ids (as category_level_one=0 did in the reference) must not leak.
+    noisy = dict(batch, seq=torch.where(batch["seq_mask"][:, :, None], batch["seq"], torch.full_like(batch["seq"], 3)))
+    assert torch.allclose(model.user_vector(batch), model.user_vector(noisy))
+
+
+def test_score_candidates_matches_forward_per_item():
+    torch.manual_seed(0)
+    for competing in (False, True):
+        model = DSSM(SIZES, competing=competing)
+        batch = _batch(competing=competing)
+        scores = model.score_candidates(batch)
+        assert scores.shape == (4, 6)
+        for j in range(6):
+            one = dict(batch, item=batch["candidates"][:, j])
+            assert torch.allclose(model(one), scores[:, j], atol=1e-5)
+
+
+def test_competing_items_change_the_user_vector():
+    torch.manual_seed(0)
+    model = DSSM(SIZES, competing=True)
+    batch = _batch(competing=True)
+    other = dict(batch, competing=batch["competing"].roll(1, dims=0))
+    assert not torch.allclose(model.user_vector(batch), model.user_vector(other))
+
+
+def test_towers_must_meet():
+    import pytest
+
+    with pytest.raises(ValueError, match="same width"):
+        DSSM(SIZES, user_tower=[16, 8], item_tower=[16, 4])
