@@ -43,7 +43,7 @@ def test_official_layout(recflow_release):
         assert (recflow_release / "others" / name).is_file()
     assert not (recflow_release / "all_stage" / "2024-01-16.feather").exists()
     id_cnt = _pickle(recflow_release / "others" / "id_cnt.pkl")
-    assert id_cnt["photo_id"] == id_cnt["video_id"] == 2400 and id_cnt["user_id"] == 120
+    assert id_cnt["photo_id"] == id_cnt["video_id"] == 4000 and id_cnt["user_id"] == 120
 
 
 def test_feather_schemas_and_the_realshow_subset(recflow_release):
@@ -118,7 +118,7 @@ def test_ubm_dict_covers_every_referenced_request(recflow_release):
 
 def test_the_funnel_carries_the_true_preference(recflow_release):
     columns, _ = _table(recflow_release / "all_stage" / f"{DAYS[1]}.feather")
-    world = SyntheticWorld.create(120, 2400, 0)
+    world = SyntheticWorld.create(120, 4000, 0)
     affinity = world.affinity(columns["user_id"], columns["video_id"])
     watch = world.effective_view_probability(columns["user_id"], columns["video_id"])
     order = ["prerank_neg", "coarse_neg", "rank_neg", "rerank_neg", "rank_pos", "rerank_pos", "realshow"]
