@@ -1,0 +1,776 @@
+"""``stcrank report recflow``: run the RecFlow paper's experiments over several seeds and write its tables.
+
+The report config (``configs/reports/recflow.yaml``) maps each paper table to its rows' experiment configs and
+the metrics to show. The report
+
+1. prepares the data: the store given with ``--data`` (e.g. the imported real RecFlow), or a store generated
+   with :func:`~stcrank.data.recflow.synth.synth_recflow` and imported (kept under ``<out>/data/`` for reuse);
+2. runs every distinct config of the chosen tables once per seed (seed-major: all configs for the first seed,
+   then the second...), in this process, caching each result in ``<out>/results.jsonl`` as it arrives, so a
+   killed report resumes where it stopped;
+3. writes ``<out>/report.md`` (the tables in the paper's layout, the differences from each table's baseline
+   with their p-values, and the *Findings*: which of the paper's findings hold on this run) and one PNG per table.
+
+A config that does not exist yet is listed as ``not run: config missing``; a config that fails is recorded
+with its error and shown as ``failed: <message>``; neither stops the report.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import math
+import os
+import shlex
+import shutil
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from stcrank.reports.plots import plot_table
+from stcrank.reports.runner import (
+    ExperimentRunner,
+    ResultCache,
+    RunResult,
+    RunSpec,
+    data_fingerprint,
+    data_init_parameters,
+    run_all,
+    run_key,
+)
+from stcrank.reports.stats import TTest
+from stcrank.reports.tables import (
+    Row,
+    Table,
+    compare,
+    constant_metrics,
+    differences_markdown,
+    display_name,
+    format_table,
+    metric_label,
+    metric_scale,
+)
+
+__all__ = [
+    "PRESETS",
+    "REPORT_FUNNEL",
+    "Check",
+    "Finding",
+    "Preset",
+    "TableSpec",
+    "evaluate_findings",
+    "findings_markdown",
+    "load_report_config",
+    "prepare_data",
+    "report_recflow",
+]
+
+DEFAULT_CONFIG = "configs/reports/recflow.yaml"
+ALPHA = 0.05
+PAPER_PERCENT_TABLES = frozenset({"table2", "table3", "table9", "table10"})
+"""The paper gives retrieval Recall/NDCG in percent (Tables 2, 3, 9, 10) and every other number as a fraction."""
+
+REPORT_FUNNEL: dict[str, int] = {
+    "retrieved": 600,
+    "prerank_keep": 400,
+    "coarse_keep": 250,
+    "rank_keep": 100,
+    "stage_samples": 80,
+}
+"""Funnel of generated stores: about 175 ranking-stage and 255 coarse-stage candidates per test request, so that
+Recall/NDCG@50..200 are not trivially 1 (the generator's default funnel logs about 40)."""
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Defaults of a report mode; each can be overridden on the command line.
+
+    Attributes:
+        name: ``full`` or ``quick``.
+        seeds: Seeds per config.
+        users: Users of a generated store.
+        days: Days of a generated store (the last is the test day).
+        threads: ``torch.set_num_threads`` during the runs (None: all cores).
+        reuse_fit: Test with the fitted Trainer instead of a second ``stcrank test`` (see
+            :class:`~stcrank.reports.runner.ExperimentRunner`).
+        batch_size: Training batch size given to data modules that take ``batch_size`` (None: the config's).
+    """
+
+    name: str
+    seeds: int
+    users: int
+    days: int
+    threads: int | None
+    reuse_fit: bool
+    batch_size: int | None
+
+
+PRESETS: dict[str, Preset] = {
+    # The configs as they are, 5 seeds as in the paper.
+    "full": Preset("full", seeds=5, users=500, days=8, threads=None, reuse_fit=False, batch_size=None),
+    # Every table in minutes on 2 cores: 3 seeds (the fewest that leave the paired t-test a variance estimate
+    # with 2 degrees of freedom), a small store, one thread per run (small models gain nothing from more on a
+    # busy machine) and batches of 128, so that the ~1,500 training exposures give some dozens of steps.
+    "quick": Preset("quick", seeds=3, users=40, days=4, threads=1, reuse_fit=True, batch_size=128),
+}
+
+
+# -- the report config -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """One table of the report config.
+
+    Attributes:
+        key: The table's key (``table2``).
+        title: What it shows.
+        metrics: Metric names, without ``test/``.
+        baseline: The row the others are compared with.
+        rows: ``(row name, experiment config path)`` in display order; paths resolved against the report config.
+        percent: Recall/NDCG in percent.
+    """
+
+    key: str
+    title: str
+    metrics: tuple[str, ...]
+    baseline: str
+    rows: tuple[tuple[str, Path], ...]
+    percent: bool
+
+
+def _config_error(path: Path, where: str, expected: str) -> ValueError:
+    return ValueError(f"{path}: {where}: expected {expected}")
+
+
+def load_report_config(path: str | Path) -> list[TableSpec]:
+    """Read a report config: ``tables: {key: {title, metrics, baseline, rows: {name: config}, units?}}``.
+
+    ``units`` (``percent`` or ``fraction``) is optional; by default Tables 2, 3, 9 and 10 (retrieval) show
+    Recall/NDCG in percent, as the paper does, and the others show fractions.
+
+    Args:
+        path: The YAML file.
+
+    Returns:
+        The tables, in file order.
+
+    Raises:
+        FileNotFoundError: If the file does not exist.
+        ValueError: If it is not valid YAML or lacks a key (the message names the file, the table and the key).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: report config not found")
+    try:
+        parsed = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ValueError(f"{path}: not valid YAML ({error})") from error
+    tables = parsed.get("tables") if isinstance(parsed, dict) else None
+    if not isinstance(tables, dict) or not tables:
+        raise _config_error(path, "tables", "a mapping of table keys to tables")
+    specs = []
+    for key, table in tables.items():
+        where = f"tables.{key}"
+        if not isinstance(table, dict):
+            raise _config_error(path, where, "a mapping with title, metrics, baseline and rows")
+        metrics, rows = table.get("metrics"), table.get("rows")
+        if not isinstance(metrics, list) or not metrics or not all(isinstance(m, str) for m in metrics):
+            raise _config_error(path, f"{where}.metrics", "a non-empty list of metric names (e.g. auc)")
+        if not isinstance(rows, dict) or not rows or not all(isinstance(c, str) for c in rows.values()):
+            raise _config_error(path, f"{where}.rows", "a mapping of row names to experiment config paths")
+        baseline = table.get("baseline")
+        if baseline not in rows:
+            raise _config_error(path, f"{where}.baseline", f"one of the row names {list(rows)}, got {baseline!r}")
+        units = table.get("units", "percent" if key in PAPER_PERCENT_TABLES else "fraction")
+        if units not in ("percent", "fraction"):
+            raise _config_error(path, f"{where}.units", f"percent or fraction, got {units!r}")
+        resolved = tuple((str(name), (path.parent / config).resolve()) for name, config in rows.items())
+        specs.append(
+            TableSpec(
+                str(key), str(table.get("title", key)), tuple(metrics), str(baseline), resolved, units == "percent"
+            )
+        )
+    return specs
+
+
+def _split(value: str | Sequence[str] | None) -> list[str] | None:
+    if value is None:
+        return None
+    items = value.split(",") if isinstance(value, str) else [part for item in value for part in item.split(",")]
+    return [item.strip() for item in items if item.strip()]
+
+
+def select(specs: Sequence[TableSpec], tables: Sequence[str] | None, rows: Sequence[str] | None) -> list[TableSpec]:
+    """Keep the chosen tables, and in them the chosen rows plus the baseline.
+
+    Raises:
+        ValueError: For a table or row name that the config does not have (listing the ones it has).
+    """
+    known = {spec.key: spec for spec in specs}
+    if tables is not None:
+        unknown = [key for key in tables if key not in known]
+        if unknown:
+            raise ValueError(f"unknown tables {unknown}; the report config has {list(known)}")
+        specs = [known[key] for key in tables]
+    if rows is None:
+        return list(specs)
+    names = {name for spec in specs for name, _ in spec.rows}
+    unknown = [name for name in rows if name not in names]
+    if unknown:
+        raise ValueError(f"unknown rows {unknown}; the chosen tables have {sorted(names)}")
+    chosen = [
+        dataclasses.replace(spec, rows=tuple(r for r in spec.rows if r[0] in rows or r[0] == spec.baseline))
+        for spec in specs
+    ]
+    return [spec for spec in chosen if len(spec.rows) > 1 or any(r[0] in rows for r in spec.rows)]
+
+
+# -- data --------------------------------------------------------------------------------------------------------
+
+
+def prepare_data(*, out: Path, data: str | None, users: int, days: int, seed: int) -> tuple[Path, str]:
+    """The store to run on: ``data`` if given, else one generated (or reused) under ``<out>/data/``.
+
+    Args:
+        out: The report's output directory.
+        data: An existing store (``stcrank data import-recflow --dst``), or None to generate one.
+        users: Users of a generated store.
+        days: Days of a generated store.
+        seed: Seed of a generated store.
+
+    Returns:
+        The store directory and a one-line description of it.
+
+    Raises:
+        FileNotFoundError: If ``data`` is not a store (no manifest).
+    """
+    from stcrank.data.recflow.store import read_manifest
+
+    if data is not None:
+        store = Path(data).resolve()
+        if not (store / "manifest.json").is_file():
+            raise FileNotFoundError(
+                f"{store}: not a RecFlow store (no manifest.json); create one with `stcrank data import-recflow`"
+            )
+        manifest = read_manifest(store)
+        return store, f"store `{store}` ({len(manifest['days'])} days, test day {manifest['test_day']})"
+    from stcrank.data.recflow.importer import import_recflow
+    from stcrank.data.recflow.synth import synth_recflow
+
+    funnel = "-".join(str(REPORT_FUNNEL[k]) for k in sorted(REPORT_FUNNEL))
+    root = out / "data" / f"synth-u{users}-d{days}-s{seed}-f{funnel}"
+    store = root / "store"
+    description = (
+        f"generated by `stcrank data synth-recflow` (users={users}, days={days}, seed={seed}, "
+        + ", ".join(f"{k}={v}" for k, v in REPORT_FUNNEL.items())
+        + f") and imported into `{store}`"
+    )
+    if (store / "manifest.json").is_file():
+        return store, description
+    release = root / "release"
+    synth_recflow(out=str(release), users=users, days=days, seed=seed, overwrite=True, **REPORT_FUNNEL)
+    import_recflow(src=str(release), dst=str(store), overwrite=True)
+    shutil.rmtree(release)  # the store holds everything the runs read; the release is reproducible
+    return store, description
+
+
+# -- findings ----------------------------------------------------------------------------------------------------
+
+
+Claim = Literal["higher", "lower"]
+"""What a finding claims of a row's metric against another row's."""
+
+
+@dataclass(frozen=True)
+class Check:
+    """One comparison a finding rests on: ``row`` against ``other`` on ``metric``, claimed higher or lower.
+
+    Attributes:
+        table: Table of ``row``.
+        row: The row claimed better.
+        other_table: Table of ``other``.
+        other: The row it is compared with.
+        metric: The metric.
+        claim: ``higher`` or ``lower``: what ``row`` is claimed to have.
+        row_mean: Mean of ``row`` (in the table's units).
+        other_mean: Mean of ``other`` (in the table's units).
+        test: Paired t-test of ``row`` against ``other`` (pairs = seeds), in fractions.
+    """
+
+    table: str
+    row: str
+    other_table: str
+    other: str
+    metric: str
+    claim: Claim
+    row_mean: float
+    other_mean: float
+    test: TTest
+
+    @property
+    def outcome(self) -> Literal["for", "against", "n.s."]:
+        """``for``/``against``: significant in / against the claimed direction; ``n.s.``: not significant."""
+        if not self.test.significant(ALPHA):
+            return "n.s."
+        return "for" if (self.test.mean_difference > 0) == (self.claim == "higher") else "against"
+
+
+@dataclass
+class Finding:
+    """One of the paper's findings, checked on this run's numbers.
+
+    Attributes:
+        number: Its number in the report.
+        statement: What the paper found.
+        checks: The comparisons it rests on.
+        unavailable: Rows or tables needed but without results (and why).
+    """
+
+    number: int
+    statement: str
+    checks: list[Check] = field(default_factory=list)
+    unavailable: list[str] = field(default_factory=list)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """How many checks are significantly for, against, or not significant."""
+        outcomes = [check.outcome for check in self.checks]
+        return {name: outcomes.count(name) for name in ("for", "against", "n.s.")}
+
+    @property
+    def verdict(self) -> str:
+        """The verdict on this run's numbers.
+
+        ``holds``: no comparison significantly against and at least half significantly for; ``does not hold``:
+        none significantly for; ``mixed``: otherwise; ``not evaluated``: no comparison had two paired seeds.
+        """
+        tested = [check for check in self.checks if not math.isnan(check.test.p_value)]
+        if not tested:
+            return "not evaluated"
+        counts = self.counts
+        if counts["for"] == 0:
+            return "does not hold"
+        if counts["against"] == 0 and 2 * counts["for"] >= len(tested):
+            return "holds"
+        return "mixed"
+
+
+def _is_list_metric(metric: str) -> bool:
+    return "recall" in metric or "ndcg" in metric
+
+
+def _check(table: Table, row: Row, other_table: Table, other: Row, metric: str, claim: Claim) -> Check:
+    return Check(
+        table=table.key,
+        row=row.name,
+        other_table=other_table.key,
+        other=other.name,
+        metric=metric,
+        claim=claim,
+        row_mean=row.summary(metric, metric_scale(metric, table.percent))[0],
+        other_mean=other.summary(metric, metric_scale(metric, other_table.percent))[0],
+        test=compare(row, other, metric),
+    )
+
+
+class _Collector:
+    """Builds a finding's checks, noting what is missing instead of failing."""
+
+    def __init__(self, tables: dict[str, Table], finding: Finding) -> None:
+        self.tables = tables
+        self.finding = finding
+
+    def table(self, key: str) -> Table | None:
+        table = self.tables.get(key)
+        if table is None:
+            self.finding.unavailable.append(f"{display_name(key)} is not in this report")
+        return table
+
+    def row(self, table: Table, name: str) -> Row | None:
+        row = table.row(name)
+        if row is None:
+            self.finding.unavailable.append(f"{display_name(table.key)} has no row {name!r}")
+        elif not row.runs:
+            why = {"missing": "config missing", "failed": "failed", "pending": "not run"}[row.status]
+            self.finding.unavailable.append(f"{display_name(table.key)} / {name}: {why}")
+            return None
+        return row
+
+    def add(self, table: Table, row: Row, other_table: Table, other: Row, metrics: Iterable[str], claim: Claim) -> None:
+        constant = {*constant_metrics(table), *constant_metrics(other_table)}
+        for metric in metrics:
+            if metric in constant:
+                # A saturated metric (one value in every run) says nothing about the claim.
+                self.finding.unavailable.append(f"{metric_label(metric)} is constant in every run (left out)")
+            else:
+                self.finding.checks.append(_check(table, row, other_table, other, metric, claim))
+
+    def against_baseline(self, key: str, metrics: Iterable[str] | None, claims: dict[str, Claim]) -> None:
+        """Every non-baseline row of a table against its baseline; ``claims`` maps metric kinds to directions."""
+        table = self.table(key)
+        if table is None:
+            return
+        baseline = self.row(table, table.baseline)
+        for candidate in table.rows:
+            if candidate.name == table.baseline:
+                continue
+            row = self.row(table, candidate.name)
+            if row is None or baseline is None:
+                continue
+            for metric in metrics or table.metrics:
+                kind = "list" if _is_list_metric(metric) else metric
+                if kind in claims:
+                    self.add(table, row, table, baseline, [metric], claims[kind])
+
+
+def evaluate_findings(tables: dict[str, Table]) -> list[Finding]:
+    """Check the paper's five findings on this run's tables.
+
+    1. Stage hard negatives beat random ones on Recall/NDCG: each Table 2 row against Baseline.
+    2. FS-LTR beats hard-negative mining: each Table 3 row against the Table 2 row of the same stage, and Table
+       3's FS-LTR row against every Table 2 row but Baseline, on Recall/NDCG.
+    3. Extra stage negatives raise Recall/NDCG but lower AUC: each Table 4 and Table 6 row against Baseline.
+    4. FS-LTR beats PositiveRank beats Baseline on Recall: Tables 5 and 7.
+    5. The auxiliary ranking loss and competing-item modelling raise AUC: Tables 11 to 14, each row against
+       Baseline.
+
+    Args:
+        tables: The report's tables by key (missing tables and rows are noted, not fatal).
+
+    Returns:
+        The five findings with their checks.
+    """
+    statements = [
+        "Stage samples as hard negatives beat random negatives on Recall/NDCG (Table 2, each row vs Baseline).",
+        "FS-LTR beats hard-negative mining on Recall/NDCG (Table 3 vs Table 2 for the same stage; Table 3's "
+        "FS-LTR row vs every Table 2 row).",
+        "Extra stage negatives raise Recall/NDCG but lower AUC (Tables 4 and 6, each row vs Baseline).",
+        "FS-LTR beats PositiveRank, which beats Baseline, on Recall (Tables 5 and 7).",
+        "The auxiliary ranking loss and competing-item modelling raise AUC (Tables 11-14, each vs Baseline).",
+    ]
+    findings = [Finding(number, statement) for number, statement in enumerate(statements, start=1)]
+
+    _Collector(tables, findings[0]).against_baseline("table2", None, {"list": "higher"})
+
+    second = _Collector(tables, findings[1])
+    hard, cascade = second.table("table2"), second.table("table3")
+    if hard is not None and cascade is not None:
+        metrics = [m for m in cascade.metrics if m in hard.metrics and _is_list_metric(m)]
+        for candidate in cascade.rows:
+            if candidate.name in (cascade.baseline, "FS-LTR") or hard.row(candidate.name) is None:
+                continue
+            row, other = second.row(cascade, candidate.name), second.row(hard, candidate.name)
+            if row is not None and other is not None:
+                second.add(cascade, row, hard, other, metrics, "higher")
+        fsltr = second.row(cascade, "FS-LTR")
+        for candidate in hard.rows:
+            if candidate.name == hard.baseline or fsltr is None:
+                continue
+            other = second.row(hard, candidate.name)
+            if other is not None:
+                second.add(cascade, fsltr, hard, other, metrics, "higher")
+
+    third = _Collector(tables, findings[2])
+    for key in ("table4", "table6"):
+        third.against_baseline(key, None, {"list": "higher", "auc": "lower"})
+
+    fourth = _Collector(tables, findings[3])
+    for key in ("table5", "table7"):
+        table = fourth.table(key)
+        if table is None:
+            continue
+        recall = [m for m in table.metrics if "recall" in m]
+        fsltr, positive, baseline = (fourth.row(table, n) for n in ("FS-LTR", "PositiveRank", table.baseline))
+        if fsltr is not None and positive is not None:
+            fourth.add(table, fsltr, table, positive, recall, "higher")
+        if positive is not None and baseline is not None:
+            fourth.add(table, positive, table, baseline, recall, "higher")
+
+    fifth = _Collector(tables, findings[4])
+    for key in ("table11", "table12", "table13", "table14"):
+        fifth.against_baseline(key, ["auc"], {"auc": "higher"})
+    return findings
+
+
+def _number(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{value:.4g}"
+
+
+def findings_markdown(findings: Sequence[Finding]) -> str:
+    """The *Findings* section: each finding's verdict, its counts, and every comparison with its p-value."""
+    lines = [
+        "## Findings",
+        "",
+        "Each finding of the paper is checked with paired t-tests (pairs = runs of the same seed, two-sided, "
+        f"α = {ALPHA:g}) on this run's numbers. A comparison is *for* the finding when it is significant in "
+        "the claimed direction, *against* when significant the other way, *n.s.* otherwise. Verdict: **holds** "
+        "when none is against and at least half are for; **does not hold** when none is for; **mixed** "
+        "otherwise; **not evaluated** when no comparison has two paired seeds.",
+        "",
+    ]
+    for finding in findings:
+        counts = finding.counts
+        lines.append(f"### {finding.number}. {finding.statement}")
+        lines.append("")
+        summary = (
+            f"**{finding.verdict}**: {counts['for']} of {len(finding.checks)} comparisons significantly for, "
+            f"{counts['against']} significantly against, {counts['n.s.']} not significant."
+        )
+        lines.append(summary if finding.checks else f"**{finding.verdict}**: no comparison could be made.")
+        if finding.unavailable:
+            lines += ["", "Not available or left out: " + "; ".join(dict.fromkeys(finding.unavailable)) + "."]
+        if finding.checks:
+            lines += [
+                "",
+                "| Comparison | Metric | Claim | Mean | vs mean | p | Outcome |",
+                "|---|---|---|---|---|---|---|",
+            ]
+            for check in finding.checks:
+                other = (
+                    check.other
+                    if check.other_table == check.table
+                    else f"{check.other} ({display_name(check.other_table)})"
+                )
+                name = f"{display_name(check.table)}: {check.row} vs {other}"
+                p = "n/a" if math.isnan(check.test.p_value) else f"{check.test.p_value:.3g}"
+                lines.append(
+                    f"| {name} | {metric_label(check.metric)} | {check.claim} | {_number(check.row_mean)} | "
+                    f"{_number(check.other_mean)} | {p} | {check.outcome} |"
+                )
+        lines.append("")
+    return "\n".join(lines)
+
+
+# -- assembling --------------------------------------------------------------------------------------------------
+
+
+def _display(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _build_tables(
+    specs: Sequence[TableSpec], results: dict[tuple[Path, int], RunResult], seeds: Sequence[int]
+) -> list[Table]:
+    tables = []
+    for spec in specs:
+        rows = []
+        for name, config in spec.rows:
+            row = Row(name, _display(config), missing=not config.is_file())
+            for seed in seeds:
+                result = results.get((config, seed))
+                if result is None:
+                    continue
+                if result.status == "ok":
+                    row.runs[seed] = dict(result.metrics)
+                else:
+                    row.failures[seed] = result.error or "unknown error"
+            rows.append(row)
+        tables.append(Table(spec.key, spec.title, list(spec.metrics), spec.baseline, rows, spec.percent, list(seeds)))
+    return tables
+
+
+def _preset_args(config: Path, preset: Preset) -> tuple[str, ...]:
+    if preset.batch_size is None or "batch_size" not in (data_init_parameters(config) or ()):
+        return ()
+    return (f"--data.init_args.batch_size={preset.batch_size}",)
+
+
+def _run_summary(results: Sequence[RunResult]) -> str:
+    ok = [r for r in results if r.status == "ok"]
+    per_run = [sum(r.seconds.get(k, 0.0) for k in ("fit", "test")) for r in ok]
+    text = f"{len(ok)} succeeded, {len(results) - len(ok)} failed"
+    if per_run:
+        fit = sum(r.seconds.get("fit", 0.0) for r in ok) / len(ok)
+        test = sum(r.seconds.get("test", 0.0) for r in ok) / len(ok)
+        text += f"; mean {sum(per_run) / len(per_run):.1f} s per run (fit {fit:.1f} s + test {test:.1f} s)"
+    return text
+
+
+def _write_report(
+    path: Path,
+    *,
+    tables: Sequence[Table],
+    findings: Sequence[Finding],
+    header: list[str],
+    missing: list[str],
+) -> None:
+    lines = ["# RecFlow experiments", "", *header, ""]
+    lines += [findings_markdown(findings), ""]
+    for table in tables:
+        lines += [f"## {display_name(table.key)}: {table.title}", "", format_table(table, ALPHA)]
+        differences = differences_markdown(table, ALPHA)
+        if differences:
+            lines += [
+                f"Difference from {table.baseline} (mean of paired differences, table units) and p-value:",
+                "",
+                differences,
+            ]
+        lines += [f"![{display_name(table.key)}]({table.key}.png)", ""]
+    if missing:
+        lines += ["## Not run: config missing", "", *(f"- `{config}`" for config in missing), ""]
+    path.write_text("\n".join(lines))
+
+
+def report_recflow(
+    *,
+    report_config: str = DEFAULT_CONFIG,
+    out: str = "runs/reports/recflow",
+    data: str | None = None,
+    users: int | None = None,
+    days: int | None = None,
+    data_seed: int = 0,
+    seeds: int | None = None,
+    first_seed: int = 0,
+    tables: str | list[str] | None = None,
+    rows: str | list[str] | None = None,
+    quick: bool = False,
+    threads: int | None = None,
+    run: bool = True,
+    retry_failed: bool = True,
+    keep_checkpoints: bool = False,
+    extra_args: list[str] | None = None,
+) -> dict[str, Any]:
+    """Run the RecFlow paper's experiments over several seeds and write its tables, plots and findings.
+
+    Every distinct experiment config of the chosen tables is fitted and tested once per seed in this process
+    (``stcrank fit`` then ``stcrank test`` on the last checkpoint), with ``--seed_everything SEED`` and the
+    data module's ``seed``. Results are cached in ``<out>/results.jsonl`` by config content, seed, arguments and
+    data fingerprint: running the report again only runs what is missing. Rows are compared with their table's
+    baseline by a two-sided paired t-test over the seeds (pairs = the same seed on the same data).
+
+    Args:
+        report_config: The report config mapping paper tables to experiment configs.
+        out: Output directory: ``report.md``, ``<table>.png``, ``results.jsonl``, ``runs/``, ``data/``.
+        data: An existing RecFlow store (``stcrank data import-recflow --dst``); by default a store is generated.
+        users: Users of the generated store (default: 500, or 40 with ``--quick``).
+        days: Days of the generated store, the last being the test day (default: 8, or 4 with ``--quick``).
+        data_seed: Seed of the generated store.
+        seeds: Seeds per config (default: 5, or 3 with ``--quick``).
+        first_seed: The first seed; the seeds are ``first_seed .. first_seed + seeds - 1``.
+        tables: Tables to run, comma-separated (``table6,table7``); default all.
+        rows: Rows to run, comma-separated row names (``"Rank_neg x1,FS-LTR"``); each table's baseline is always
+            kept for the comparisons. Default all.
+        quick: The quick preset: a small generated store, 3 seeds, 1 thread, training batches of 128, and the
+            test run with the fitted Trainer; finishes every table in minutes.
+        threads: ``torch.set_num_threads`` during the runs (default: every core, or 1 with ``--quick``).
+        run: Run what is missing; ``false`` writes the report from cached results only.
+        retry_failed: Run again the runs whose cached result is a failure.
+        keep_checkpoints: Keep each run's checkpoints (deleted after testing by default, as they are large on
+            the real data).
+        extra_args: Extra arguments for every fit and test, e.g. ``[--trainer.accelerator=gpu]``.
+
+    Returns:
+        A summary: the paths written, the run counts, the missing configs and each finding's verdict.
+    """
+    import torch
+
+    preset = PRESETS["quick" if quick else "full"]
+    seed_list = list(range(first_seed, first_seed + (seeds if seeds is not None else preset.seeds)))
+    if not seed_list:
+        raise ValueError("seeds must be >= 1")
+    config_path = Path(report_config)
+    if not config_path.is_file() and report_config == DEFAULT_CONFIG:
+        # Outside the repository: fall back to the copy next to an editable install.
+        config_path = Path(__file__).resolve().parents[2] / DEFAULT_CONFIG
+    specs = select(load_report_config(config_path), _split(tables), _split(rows))
+    out_dir = Path(out).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    store, data_text = prepare_data(
+        out=out_dir,
+        data=data,
+        users=users if users is not None else preset.users,
+        days=days if days is not None else preset.days,
+        seed=data_seed,
+    )
+    fingerprint = data_fingerprint(store)
+    configs = list(dict.fromkeys(config for spec in specs for _, config in spec.rows))
+    present = [c for c in configs if c.is_file()]
+    missing = [_display(c) for c in configs if not c.is_file()]
+    extra = tuple(extra_args or ())
+    run_specs = [
+        RunSpec(config, seed, store, (*_preset_args(config, preset), *extra))
+        for seed in seed_list
+        for config in present
+    ]
+    cache = ResultCache(out_dir / "results.jsonl")
+    n_threads = threads or preset.threads or os.cpu_count() or 1
+    cached = dict(cache.results)
+    if run:
+        previous_threads = torch.get_num_threads()
+        torch.set_num_threads(n_threads)
+        runner = ExperimentRunner(out_dir / "runs", keep_checkpoints=keep_checkpoints, reuse_fit=preset.reuse_fit)
+        try:
+            results = run_all(
+                run_specs,
+                runner,
+                cache,
+                fingerprint,
+                retry_failed=retry_failed,
+                progress=lambda line: print(line, file=sys.stderr, flush=True),
+            )
+        finally:
+            torch.set_num_threads(previous_threads)
+    else:
+        results = [cache.get(run_key(spec, fingerprint)) for spec in run_specs]
+    # Keyed by this report's spec, not by the path stored in the cache (the checkout may have moved since).
+    by_run = {(spec.config, spec.seed): r for spec, r in zip(run_specs, results, strict=True) if r is not None}
+    results = list(by_run.values())
+    built = _build_tables(specs, by_run, seed_list)
+    findings = evaluate_findings({table.key: table for table in built})
+    for table in built:
+        plot_table(table, out_dir / f"{table.key}.png", ALPHA)
+    header = [
+        f"Written by `stcrank report recflow` on {dt.datetime.now().strftime('%Y-%m-%d %H:%M')}.",
+        "",
+        f"- Command: `{_command_line(config_path, out_dir, data, quick, tables, rows, seed_list, extra)}`",
+        f"- Preset: {preset.name}; seeds: {', '.join(map(str, seed_list))}; torch threads: {n_threads}.",
+        f"- Data: {data_text}; fingerprint `{fingerprint}`.",
+        f"- Runs: {_run_summary(results)}; {sum(cached.get(r.key) is not r for r in results)} run now, the others "
+        f"from the cache; {len(missing)} configs missing; report took {time.perf_counter() - started:.0f} s.",
+        "- Statistics: mean ± sample standard deviation over seeds; a row is compared with its table's baseline "
+        "by a two-sided paired t-test whose pairs are the runs of the same seed (same data, same seed).",
+    ]
+    _write_report(out_dir / "report.md", tables=built, findings=findings, header=header, missing=missing)
+    print(f"report: {out_dir / 'report.md'}", file=sys.stderr)
+    return {
+        "report": str(out_dir / "report.md"),
+        "results": str(cache.path),
+        "runs": {status: sum(r.status == status for r in results) for status in ("ok", "failed")},
+        "missing_configs": missing,
+        "findings": {finding.number: finding.verdict for finding in findings},
+    }
+
+
+def _command_line(
+    config: Path,
+    out: Path,
+    data: str | None,
+    quick: bool,
+    tables: str | list[str] | None,
+    rows: str | list[str] | None,
+    seeds: list[int],
+    extra: tuple[str, ...],
+) -> str:
+    parts = ["stcrank", "report", "recflow", f"--report_config={_display(config)}", f"--out={_display(out)}"]
+    if data is not None:
+        parts.append(f"--data={data}")
+    if quick:
+        parts.append("--quick=true")
+    if tables:
+        parts.append(f"--tables={','.join(_split(tables) or [])}")
+    if rows:
+        parts.append(f"--rows={','.join(_split(rows) or [])}")
+    parts += [f"--seeds={len(seeds)}", f"--first_seed={seeds[0]}"]
+    if extra:
+        parts.append(f"--extra_args=[{','.join(extra)}]")
+    return shlex.join(parts)

@@ -1,0 +1,316 @@
+import json
+import math
+from pathlib import Path
+from typing import ClassVar
+
+import pytest
+
+from stcrank.reports import recflow
+from stcrank.reports.recflow import evaluate_findings, load_report_config, report_recflow, select
+from stcrank.reports.runner import ExperimentRunner, RunSpec
+from stcrank.reports.tables import Row, Table
+
+ROOT = Path(__file__).resolve().parents[2]
+REPORT_CONFIG = ROOT / "configs" / "reports" / "recflow.yaml"
+DIN_BASELINE = ROOT / "configs" / "experiments" / "recflow" / "rank" / "din_baseline.yaml"
+
+
+def _write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def _cells(markdown: str, name: str) -> list[str]:
+    line = next(line for line in markdown.splitlines() if line.startswith(f"| {name} |"))
+    return [cell.strip() for cell in line.strip().strip("|").split("|")][1:]
+
+
+def _section(markdown: str, heading: str) -> str:
+    start = markdown.index(heading)
+    end = markdown.find("\n## ", start + 1)
+    return markdown[start : end if end >= 0 else None]
+
+
+# -- the report config -------------------------------------------------------------------------------------------
+
+
+def test_the_shipped_report_config_has_every_paper_table():
+    specs = {spec.key: spec for spec in load_report_config(REPORT_CONFIG)}
+    assert set(specs) == {f"table{n}" for n in (2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 13, 14)}
+    assert {key for key, spec in specs.items() if spec.percent} == {"table2", "table3", "table9", "table10"}
+    assert specs["table6"].rows[0] == ("Baseline", DIN_BASELINE)
+    assert all(spec.baseline in dict(spec.rows) for spec in specs.values())
+    distinct = {config for spec in specs.values() for _, config in spec.rows}
+    assert len(distinct) == 65
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("tables: []\n", "tables: expected a mapping"),
+        ("tables:\n  t:\n    rows: {A: a.yaml}\n    baseline: A\n", r"tables.t.metrics: expected a non-empty list"),
+        ("tables:\n  t:\n    metrics: [auc]\n    baseline: A\n", r"tables.t.rows: expected a mapping"),
+        ("tables:\n  t:\n    metrics: [auc]\n    rows: {A: a.yaml}\n    baseline: B\n", r"tables.t.baseline"),
+        ("tables:\n  t:\n    metrics: [auc]\n    rows: {A: a.yaml}\n    baseline: A\n    units: pc\n", "units"),
+        ("tables: [", "not valid YAML"),
+    ],
+)
+def test_report_config_errors_name_the_file_and_key(tmp_path, text, message):
+    path = _write(tmp_path / "report.yaml", text)
+    with pytest.raises(ValueError, match=message) as error:
+        load_report_config(path)
+    assert str(path) in str(error.value)
+
+
+def test_select_keeps_the_baseline_and_rejects_unknown_names():
+    specs = load_report_config(REPORT_CONFIG)
+    chosen = select(specs, ["table6", "table7"], None)
+    assert [spec.key for spec in chosen] == ["table6", "table7"]
+    rows = select(specs, ["table6", "table7"], ["FS-LTR"])
+    assert [spec.key for spec in rows] == ["table7"]
+    assert [name for name, _ in rows[0].rows] == ["Baseline", "FS-LTR"]
+    with pytest.raises(ValueError, match=r"unknown tables \['table99'\]"):
+        select(specs, ["table99"], None)
+    with pytest.raises(ValueError, match=r"unknown rows \['Nope'\]"):
+        select(specs, ["table6"], ["Nope"])
+
+
+# -- findings ----------------------------------------------------------------------------------------------------
+
+
+def _row(name: str, **metrics: list[float]) -> Row:
+    runs: dict[int, dict[str, float]] = {}
+    for metric, values in metrics.items():
+        for seed, value in enumerate(values):
+            runs.setdefault(seed, {})[metric] = value
+    return Row(name, f"{name}.yaml", runs)
+
+
+def _shift(values: list[float], delta: float) -> list[float]:
+    # A consistent shift with a little noise: significant at 3 seeds.
+    return [v + delta + 0.0005 * i for i, v in enumerate(values)]
+
+
+BASE = [0.50, 0.52, 0.51]
+
+
+def _retrieval_tables(hard_delta: float, cascade_delta: float) -> dict[str, Table]:
+    metrics = ["recflow_recall@100", "recflow_ndcg@100"]
+    hard = Table("table2", "hard", metrics, "Baseline", [_row("Baseline", **dict.fromkeys(metrics, BASE))], True)
+    cascade = Table("table3", "cascade", metrics, "Baseline", [_row("Baseline", **dict.fromkeys(metrics, BASE))], True)
+    for name in ("Prerank_neg", "Rank_pos"):
+        hard.rows.append(_row(name, **dict.fromkeys(metrics, _shift(BASE, hard_delta))))
+        cascade.rows.append(_row(name, **dict.fromkeys(metrics, _shift(BASE, hard_delta + cascade_delta))))
+    cascade.rows.append(_row("FS-LTR", **dict.fromkeys(metrics, _shift(BASE, hard_delta + 2 * cascade_delta))))
+    return {"table2": hard, "table3": cascade}
+
+
+def test_findings_one_and_two_hold_when_the_numbers_say_so():
+    findings = evaluate_findings(_retrieval_tables(hard_delta=0.05, cascade_delta=0.05))
+    assert findings[0].verdict == "holds" and findings[0].counts == {"for": 4, "against": 0, "n.s.": 0}
+    # Same-stage pairs (2 rows x 2 metrics) plus FS-LTR against each Table 2 row (2 x 2).
+    assert findings[1].verdict == "holds" and len(findings[1].checks) == 8
+    assert findings[1].checks[0].row_mean == pytest.approx(100 * (0.51 + 0.1 + 0.0005))  # percent table
+    for finding in findings[2:]:
+        assert finding.verdict == "not evaluated" and any("not in this report" in u for u in finding.unavailable)
+
+
+def test_findings_do_not_hold_or_are_mixed_when_the_numbers_disagree():
+    findings = evaluate_findings(_retrieval_tables(hard_delta=-0.05, cascade_delta=0.0))
+    assert findings[0].verdict == "does not hold" and findings[0].counts["against"] == 4
+    assert findings[1].verdict == "does not hold"  # cascade rows equal hard ones: nothing significant
+    tables = _retrieval_tables(hard_delta=0.05, cascade_delta=0.05)
+    tables["table2"].rows[2] = _row("Rank_pos", **dict.fromkeys(tables["table2"].metrics, _shift(BASE, -0.05)))
+    assert evaluate_findings(tables)[0].verdict == "mixed"
+
+
+def test_finding_three_wants_higher_recall_and_lower_auc():
+    metrics = ["auc", "recflow_recall@50"]
+    table = Table("table6", "t6", metrics, "Baseline", [_row("Baseline", auc=BASE, **{"recflow_recall@50": BASE})])
+    table.rows.append(_row("Rank_neg x1", auc=_shift(BASE, -0.03), **{"recflow_recall@50": _shift(BASE, 0.04)}))
+    table.rows.append(Row("Rank_neg x10", "missing.yaml", missing=True))
+    finding = evaluate_findings({"table6": table})[2]
+    assert [(c.metric, c.claim, c.outcome) for c in finding.checks] == [
+        ("auc", "lower", "for"),
+        ("recflow_recall@50", "higher", "for"),
+    ]
+    assert finding.verdict == "holds"
+    assert "Table 6 / Rank_neg x10: config missing" in finding.unavailable
+
+
+def test_findings_four_and_five():
+    metrics = ["auc", "recflow_recall@50", "recflow_ndcg@50"]
+    base = dict.fromkeys(metrics, BASE)
+    interplay = Table("table7", "t7", metrics, "Baseline", [_row("Baseline", **base)])
+    interplay.rows.append(_row("PositiveRank", **dict.fromkeys(metrics, _shift(BASE, 0.05))))
+    interplay.rows.append(_row("FS-LTR", **dict.fromkeys(metrics, _shift(BASE, 0.10))))
+    aux = Table("table13", "t13", metrics, "Baseline", [_row("Baseline", **base)])
+    aux.rows.append(_row("Aux ranking", **dict.fromkeys(metrics, _shift(BASE, -0.02))))
+    findings = evaluate_findings({"table7": interplay, "table13": aux})
+    assert [c.metric for c in findings[3].checks] == ["recflow_recall@50", "recflow_recall@50"]
+    assert findings[3].verdict == "holds"
+    assert [c.metric for c in findings[4].checks] == ["auc"] and findings[4].verdict == "does not hold"
+
+
+def test_a_single_seed_leaves_findings_not_evaluated():
+    table = Table("table13", "t", ["auc"], "Baseline", [_row("Baseline", auc=[0.7]), _row("Aux ranking", auc=[0.8])])
+    assert evaluate_findings({"table13": table})[4].verdict == "not evaluated"
+
+
+# -- the whole report with a stand-in runner ---------------------------------------------------------------------
+
+
+class FakeExperimentRunner:
+    calls: ClassVar[list[tuple[str, int]]] = []
+
+    def __init__(self, workdir, keep_checkpoints=False, reuse_fit=False):
+        self.reuse_fit = reuse_fit
+
+    def __call__(self, spec: RunSpec, key: str):
+        FakeExperimentRunner.calls.append((spec.config.stem, spec.seed))
+        if spec.config.stem == "broken":
+            raise RuntimeError("ValueError: boom")
+        # Extra negatives: recall up and AUC down; the auxiliary loss: AUC down; all consistently across seeds.
+        seed = spec.seed
+        auc_shift, recall_shift = {"base": (0.0, 0.0), "neg": (-0.025, 0.05), "aux": (-0.001, 0.0)}[spec.config.stem]
+        metrics = {
+            "auc": 0.70 + 0.01 * seed + auc_shift * (1 + 0.01 * seed),
+            "logloss": 0.6,
+            "recflow_recall@50": 0.40 + 0.02 * seed + recall_shift * (1 + 0.01 * seed),
+        }
+        return metrics, {"fit": 1.0, "test": 0.5}
+
+
+@pytest.fixture
+def fake_runner(monkeypatch):
+    FakeExperimentRunner.calls = []
+    monkeypatch.setattr(recflow, "ExperimentRunner", FakeExperimentRunner)
+    return FakeExperimentRunner
+
+
+def _report_config(tmp_path: Path) -> Path:
+    for name in ("base", "neg", "broken", "aux"):
+        _write(tmp_path / "exp" / f"{name}.yaml", f"# {name}\n")
+    return _write(
+        tmp_path / "report.yaml",
+        """tables:
+  table6:
+    title: Extra negatives
+    metrics: [auc, logloss, recflow_recall@50]
+    baseline: Baseline
+    rows:
+      Baseline: exp/base.yaml
+      Rank_neg x1: exp/neg.yaml
+      Rank_neg x10: exp/not_written_yet.yaml
+      All x1: exp/broken.yaml
+  table13:
+    title: Auxiliary loss
+    metrics: [auc]
+    baseline: Baseline
+    rows:
+      Baseline: exp/base.yaml
+      Aux ranking: exp/aux.yaml
+""",
+    )
+
+
+def test_report_runs_caches_and_writes_tables_plots_and_findings(tmp_path, recflow_store, fake_runner):
+    config, out = _report_config(tmp_path), tmp_path / "out"
+    summary = report_recflow(report_config=str(config), out=str(out), data=str(recflow_store), seeds=3)
+    # Each distinct config once per seed (the baseline is shared by both tables), seed-major.
+    assert fake_runner.calls[:4] == [("base", 0), ("neg", 0), ("broken", 0), ("aux", 0)]
+    assert len(fake_runner.calls) == 12
+    assert summary["runs"] == {"ok": 9, "failed": 3}
+    assert summary["missing_configs"] == [str(tmp_path / "exp" / "not_written_yet.yaml")]
+    assert summary["findings"][3] == "holds" and summary["findings"][5] == "does not hold"
+    report = (out / "report.md").read_text()
+    table6 = _section(report, "## Table 6")
+    assert _cells(table6, "Baseline")[0] == "**0.710 ± 0.010**"
+    assert _cells(table6, "Rank_neg x1")[0].endswith("†↓") and _cells(table6, "Rank_neg x1")[2].endswith("†↑")
+    assert _cells(table6, "Rank_neg x10")[0] == "not run: config missing"
+    assert _cells(table6, "All x1")[0] == "failed: ValueError: boom"
+    assert "all metrics as fractions" in table6
+    assert "![Table 6](table6.png)" in table6
+    assert "### 3. Extra stage negatives" in report and "**holds**" in _section(report, "### 3.")
+    assert "not_written_yet.yaml" in _section(report, "## Not run: config missing")
+    assert (out / "table6.png").stat().st_size > 0 and (out / "table13.png").stat().st_size > 0
+    lines = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert len(lines) == 12 and {line["status"] for line in lines} == {"ok", "failed"}
+
+    # Again: only the failures run again; with retry_failed=false, nothing runs.
+    fake_runner.calls = []
+    report_recflow(report_config=str(config), out=str(out), data=str(recflow_store), seeds=3)
+    assert sorted(fake_runner.calls) == [("broken", 0), ("broken", 1), ("broken", 2)]
+    fake_runner.calls = []
+    report_recflow(report_config=str(config), out=str(out), data=str(recflow_store), seeds=3, retry_failed=False)
+    assert fake_runner.calls == []
+
+
+def test_report_selection_and_collect_only(tmp_path, recflow_store, fake_runner):
+    config, out = _report_config(tmp_path), tmp_path / "out"
+    report_recflow(report_config=str(config), out=str(out), data=str(recflow_store), seeds=2, tables="table13")
+    assert sorted(fake_runner.calls) == [("aux", 0), ("aux", 1), ("base", 0), ("base", 1)]
+    assert not (out / "table6.png").exists()
+    # --run false writes the report from the cache; a third seed shows as (n=2) where it never ran.
+    fake_runner.calls = []
+    report_recflow(
+        report_config=str(config), out=str(out), data=str(recflow_store), seeds=3, tables="table13,table6", run=False
+    )
+    assert fake_runner.calls == []
+    report = (out / "report.md").read_text()
+    assert _cells(_section(report, "## Table 13"), "Aux ranking")[0].endswith("(n=2)")
+    assert _cells(_section(report, "## Table 6"), "Rank_neg x1")[0] == "not run yet"
+
+
+def test_report_rejects_a_directory_that_is_not_a_store(tmp_path, fake_runner):
+    with pytest.raises(FileNotFoundError, match="not a RecFlow store"):
+        report_recflow(report_config=str(_report_config(tmp_path)), out=str(tmp_path / "out"), data=str(tmp_path))
+
+
+# -- the real thing ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_report_runs_the_din_baseline_for_two_seeds(tmp_path, recflow_store):
+    config = _write(
+        tmp_path / "report.yaml",
+        f"""tables:
+  table7:
+    title: Ranking (DIN) interplay
+    metrics: [auc, logloss, recflow_recall@50, recflow_ndcg@50, recflow_recall@100, recflow_ndcg@100]
+    baseline: Baseline
+    rows:
+      Baseline: {DIN_BASELINE}
+      FS-LTR: {tmp_path / "no_such_config.yaml"}
+""",
+    )
+    out = tmp_path / "out"
+    summary = report_recflow(report_config=str(config), out=str(out), data=str(recflow_store), seeds=2, threads=1)
+    assert summary["runs"] == {"ok": 2, "failed": 0}
+    table = _section((out / "report.md").read_text(), "## Table 7")
+    cells = _cells(table, "Baseline")
+    assert len(cells) == 6 and all(" ± " in cell for cell in cells)
+    assert _cells(table, "FS-LTR")[0] == "not run: config missing"
+    assert "2 seeds (0, 1)" in table
+    results = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert [r["seed"] for r in results] == [0, 1]
+    assert all(0.0 < r["metrics"]["auc"] < 1.0 and math.isfinite(r["metrics"]["logloss"]) for r in results)
+    assert results[0]["metrics"] != results[1]["metrics"]  # the seed changes the run
+    assert not list(out.rglob("*.ckpt"))  # checkpoints are removed once tested
+    # Testing with the fitted Trainer (the quick preset's way) gives the metrics of `stcrank test`.
+    spec = RunSpec(DIN_BASELINE, 0, recflow_store)
+    metrics, _ = ExperimentRunner(tmp_path / "reuse", reuse_fit=True)(spec, "reuse")
+    assert metrics == pytest.approx(results[0]["metrics"], rel=1e-6)
+
+
+def test_saturated_metrics_are_left_out_of_findings():
+    metrics = ["recflow_recall@100", "recflow_recall@500"]
+    table = Table(
+        "table2", "hard", metrics, "Baseline", [_row("Baseline", **{metrics[0]: BASE, metrics[1]: [1.0] * 3})]
+    )
+    table.rows.append(_row("Rank_pos", **{metrics[0]: _shift(BASE, 0.05), metrics[1]: [1.0] * 3}))
+    finding = evaluate_findings({"table2": table})[0]
+    assert [check.metric for check in finding.checks] == ["recflow_recall@100"]
+    assert finding.verdict == "holds"
+    assert "Recall@500 is constant in every run (left out)" in finding.unavailable

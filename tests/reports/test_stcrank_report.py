@@ -1,0 +1,89 @@
+import json
+
+import pytest
+import torch
+
+from stcrank.reports.stcrank import (
+    DEFAULT_CONFIG,
+    build_tables,
+    check_directions,
+    directions_markdown,
+    load_report_config,
+    report_stcrank,
+    tables_markdown,
+)
+from stcrank.simulation.evaluation import Evaluation
+
+
+def fake_evaluation():
+    g = torch.Generator().manual_seed(0)
+    base = torch.rand(4000, generator=g)
+    metrics = {}
+    for name, shift in {"A": 0.0, "B": 0.05, "C": -0.05, "D": 0.0}.items():
+        values = base + shift + 0.01 * torch.rand(4000, generator=g)
+        metrics[name] = {m: values for m in ("purchases", "ipv", "depth", "gmv", "return_prob")}
+    return Evaluation(metrics, ("x",), {}, {})
+
+
+def config_with(tmp_path, directions):
+    (tmp_path / "c.yaml").write_text("model: {}\n")
+    rows = "".join(f"  - {{id: {r}, config: c.yaml, ensemble: {{cvr: 1.0}}}}\n" for r in "ABCD")
+    dirs = "".join(
+        f"  - {{row: {r}, baseline: A, metric: purchases, expect: {e}, claim: {r}}}\n" for r, e in directions
+    )
+    table = "tables:\n  - name: t\n    comparisons:\n      - {row: B, baseline: A, change: more}\n"
+    (tmp_path / "r.yaml").write_text("rows:\n" + rows + table + "directions:\n" + dirs)
+    return load_report_config(tmp_path / "r.yaml")
+
+
+def test_shipped_config_has_the_moc_rows():
+    config = load_report_config(DEFAULT_CONFIG)
+    assert [r.id for r in config.rows] == [
+        "single-obj",
+        "MOC-base",
+        "MOC-1",
+        "vtr-2s",
+        "SDR-1",
+        "SDR-2",
+        "SDR-3",
+        "MOC-3",
+    ]
+    assert config.rows[-1].tune is not None and config.rows[0].ensemble == {"cvr": 1.0}
+
+
+def test_directions_verdicts_use_the_paired_z(tmp_path):
+    config = config_with(tmp_path, [("B", "up"), ("C", "up"), ("D", "up"), ("C", "down")])
+    verdicts = [d["verdict"] for d in check_directions(fake_evaluation(), config)]
+    assert verdicts == ["holds", "reversed", "not significant", "holds"]
+    text = directions_markdown(check_directions(fake_evaluation(), config))
+    assert "reversed" in text
+
+
+def test_tables_hold_a_b_and_paired_deltas(tmp_path):
+    config = config_with(tmp_path, [])
+    tables = build_tables(fake_evaluation(), config)
+    cell = tables[0]["comparisons"][0]["purchases"]
+    assert cell["delta"] == pytest.approx(cell["b"] - cell["a"])
+    assert cell["delta_se"] > 0
+    assert "| B | A | more |" in tables_markdown(tables)
+
+
+def test_bad_configs_are_reported(tmp_path):
+    (tmp_path / "r.yaml").write_text("rows:\n  - {id: A, config: missing.yaml, ensemble: {cvr: 1}}\n")
+    with pytest.raises(ValueError, match="not found"):
+        load_report_config(tmp_path / "r.yaml")
+    (tmp_path / "c.yaml").write_text("x: 1\n")
+    (tmp_path / "r.yaml").write_text("rows:\n  - {id: A, config: c.yaml}\n")
+    with pytest.raises(ValueError, match="exactly one"):
+        load_report_config(tmp_path / "r.yaml")
+
+
+@pytest.mark.slow
+def test_two_rows_end_to_end(eshop_store, tmp_path):
+    result = report_stcrank(
+        out=str(tmp_path), data=str(eshop_store), rows=["single-obj", "MOC-base"], sessions=200, epochs=1
+    )
+    assert set(result["rows"]) == {"single-obj", "MOC-base"}
+    assert [d["row"] for d in result["directions"]] == ["MOC-base", "MOC-base"]
+    assert json.loads((tmp_path / "report.json").read_text())["tables"][0]["comparisons"][0]["row"] == "MOC-base"
+    assert "Paper directions" in (tmp_path / "report.md").read_text()
