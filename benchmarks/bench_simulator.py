@@ -1,0 +1,120 @@
+"""Throughput of the e-shop simulator: F sessions (up to 100 items) and homepage visits per second.
+
+Prints one JSON object. The target is at least 20,000 F sessions per minute (333/s) on 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from dataclasses import replace
+
+import torch
+
+from stcrank.simulation import (
+    ExploreConfig,
+    FocusConfig,
+    RandomPolicy,
+    TruthPredictor,
+    ValuePolicy,
+    WeightedSum,
+    World,
+    explore_logging_policy,
+    focus_logging_policy,
+    sample_focus_starts,
+    sample_visits,
+    simulate_explore,
+    simulate_focus,
+)
+
+
+def _time(fn):
+    start_wall, start_cpu = time.perf_counter(), time.process_time()
+    out = fn()
+    return out, time.perf_counter() - start_wall, time.process_time() - start_cpu
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sessions", type=int, default=20000)
+    parser.add_argument("--visits", type=int, default=20000)
+    parser.add_argument("--candidates", type=int, nargs="+", default=[200, 800])
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    world, build_s, _ = _time(lambda: World.build(seed=0))
+    starts, starts_s, _ = _time(lambda: sample_focus_starts(world, args.sessions, seed=1))
+    results = {}
+    policies = {
+        "random": RandomPolicy(),
+        "logging": focus_logging_policy(),
+        "truth_greedy": ValuePolicy(TruthPredictor(noise=0.5), WeightedSum({"cvr": 1.0, "vtr": 0.05, "sdr": 0.02})),
+    }
+    for n in args.candidates:
+        config = FocusConfig(candidates=n, max_depth=100)
+        for name, policy in policies.items():
+            out, wall, cpu = _time(
+                lambda policy=policy, config=config: simulate_focus(world, policy, starts, config=config, seed=1)
+            )
+            items = int(out.depth.sum())
+            results[f"focus/{name}/n{n}"] = {
+                "sessions": len(starts),
+                "items": items,
+                "mean_depth": items / len(starts),
+                "max_depth": int(out.depth.max()),
+                "wall_s": round(wall, 3),
+                "cpu_s": round(cpu, 3),
+                "sessions_per_s": round(len(starts) / wall, 1),
+                "sessions_per_min": round(60 * len(starts) / wall),
+                "items_per_s": round(items / wall, 1),
+            }
+    # Deep sessions: the same world with users far less likely to leave (mean depth in the tens).
+    deep = world.with_behaviour(replace(world.behaviour, exit_bias=world.behaviour.exit_bias - 4.0))
+    out, wall, cpu = _time(lambda: simulate_focus(deep, focus_logging_policy(), starts, config=FocusConfig(), seed=1))
+    items = int(out.depth.sum())
+    results["focus/logging_deep/n200"] = {
+        "sessions": len(starts),
+        "items": items,
+        "mean_depth": items / len(starts),
+        "truncated_at_100": float(out.truncated.float().mean()),
+        "wall_s": round(wall, 3),
+        "cpu_s": round(cpu, 3),
+        "sessions_per_s": round(len(starts) / wall, 1),
+        "sessions_per_min": round(60 * len(starts) / wall),
+        "items_per_s": round(items / wall, 1),
+    }
+    users, keys = sample_visits(world, args.visits, seed=2)
+    out, wall, cpu = _time(
+        lambda: simulate_explore(
+            world, explore_logging_policy(), focus_logging_policy(), users, keys=keys, seed=2, config=ExploreConfig()
+        )
+    )
+    results["explore/logging"] = {
+        "visits": args.visits,
+        "f_sessions": len(out.focus),
+        "wall_s": round(wall, 3),
+        "cpu_s": round(cpu, 3),
+        "visits_per_s": round(args.visits / wall, 1),
+    }
+    print(
+        json.dumps(
+            {
+                "benchmark": "simulator",
+                "torch": torch.__version__,
+                "threads": args.threads,
+                "machine": platform.machine(),
+                "world_build_s": round(build_s, 3),
+                "focus_starts_s": round(starts_s, 3),
+                "target_sessions_per_min": 20000,
+                "results": results,
+            },
+            indent=2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
