@@ -46,3 +46,13 @@ def recflow_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     synth_recflow(out=str(root / "release"), users=120, days=3, seed=0)
     import_recflow(src=str(root / "release"), dst=str(root / "store"))
     return root / "store"
+
+
+@pytest.fixture(scope="session")
+def eshop_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny simulated e-shop log directory (F log, E log, manifest), generated once a session."""
+    from stcrank.data.eshop.synth import synth_eshop
+
+    root = tmp_path_factory.mktemp("eshop") / "logs"
+    synth_eshop(out=str(root), users=200, sessions=1500, items=1000, candidates=60, seed=0)
+    return root

@@ -1,7 +1,8 @@
 """Every data module stcrank ships, imported together so that configs can name them by class name."""
 
+from stcrank.data.eshop.datamodule import EShopDataModule
 from stcrank.data.recflow.datamodule import RecFlowDataModule
 from stcrank.data.recflow.ranking_data import RecFlowRankingDataModule
 from stcrank.data.recflow.retrieval import RecFlowRetrievalDataModule
 
-__all__ = ["RecFlowDataModule", "RecFlowRankingDataModule", "RecFlowRetrievalDataModule"]
+__all__ = ["EShopDataModule", "RecFlowDataModule", "RecFlowRankingDataModule", "RecFlowRetrievalDataModule"]

@@ -77,7 +77,9 @@ class MMoE(nn.Module):
         self.embeddings = nn.ModuleDict(
             {name: nn.Embedding(feature_sizes[name], embedding_dim, padding_idx=0) for name in self.categorical}
         )
-        self.count_embeddings = nn.ModuleDict({name: nn.Embedding(cap, embedding_dim) for name, cap in self.counts.items()})
+        self.count_embeddings = nn.ModuleDict(
+            {name: nn.Embedding(cap, embedding_dim) for name, cap in self.counts.items()}
+        )
         # same-category flag x same-category views of the session (the involvement signal), 2 x 16 buckets
         self.involvement = nn.Embedding(32, embedding_dim)
         width = embedding_dim * (len(self.categorical) + len(self.counts) + 1) + 1
@@ -97,7 +99,9 @@ class MMoE(nn.Module):
         if missing:
             raise KeyError(f"MMoE needs batch columns {list(self.input_columns)}; missing {missing}")
         parts = [self.embeddings[name](batch[name].long()) for name in self.categorical]
-        parts += [self.count_embeddings[name](batch[name].long().clamp(0, cap - 1)) for name, cap in self.counts.items()]
+        parts += [
+            self.count_embeddings[name](batch[name].long().clamp(0, cap - 1)) for name, cap in self.counts.items()
+        ]
         same = (batch["item_category"] == batch["trigger_category"]).long()
         views = batch["hist_same_category_views"].long().clamp(0, 15)
         parts.append(self.involvement(same * 16 + views))

@@ -1,7 +1,8 @@
 """Tasks: LightningModules that train and evaluate stcrank models."""
 
 from stcrank.tasks.base import BaseTask
+from stcrank.tasks.multitask import MultiTaskRankingTask
 from stcrank.tasks.ranking import RankingTask
 from stcrank.tasks.retrieval import RetrievalTask
 
-__all__ = ["BaseTask", "RankingTask", "RetrievalTask"]
+__all__ = ["BaseTask", "MultiTaskRankingTask", "RankingTask", "RetrievalTask"]

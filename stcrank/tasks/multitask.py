@@ -1,0 +1,206 @@
+"""Multi-task ranking: one head per task, masked and weighted BCE per task, AUC per task (STCRank 3.1)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from lightning.pytorch.cli import OptimizerCallable
+from torch import Tensor, nn
+from torch.nn import functional as F
+from torchmetrics.classification import BinaryAUROC
+
+from stcrank.tasks.base import BaseTask
+
+ID_KEYS: tuple[str, ...] = ("request_id", "session_id", "position")
+"""Batch keys carried into the cached predictions file."""
+
+
+def masked_task_loss(logits: Tensor, target: Tensor, mask: Tensor, weight: Tensor) -> Tensor:
+    """One task's loss ``sum_i m_i z_i BCE(y_i, p_i) / max(1, sum_i m_i z_i)`` (standard BCE sign).
+
+    Args:
+        logits: Logits ``[B]``.
+        target: 0/1 labels ``[B]``.
+        mask: Bool ``[B]``: whether the sample belongs to the task.
+        weight: Sample weights ``[B]``.
+
+    Returns:
+        The scalar loss (0 when no sample counts).
+    """
+    z = mask.to(logits.dtype) * weight.to(logits.dtype)
+    bce = F.binary_cross_entropy_with_logits(logits, target.to(logits.dtype), reduction="none")
+    return (z * bce).sum() / torch.clamp(z.sum(), min=1.0)
+
+
+class MultiTaskRankingTask(BaseTask):
+    """Train a multi-head network (e.g. :class:`~stcrank.models.mmoe.MMoE`) on page views with per-task labels.
+
+    Loss: ``L = sum_t lambda_t * sum_i m_ti z_ti BCE(y_ti, p_ti) / max(1, sum_i m_ti z_ti)``, with the label,
+    mask and weight of each task read from the batch (``label_<t>``, ``mask_<t>``, ``weight_<t>``, see
+    :mod:`stcrank.data.eshop.datamodule`). Evaluation logs ``val/auc_<t>`` and ``test/auc_<t>`` (AUC of the
+    task's prediction on its samples: mask true and weight above 0), their sum ``val/auc_sum`` and ``val/loss``.
+    ``predict`` returns per-sample probabilities, labels and masks; with ``predictions_path`` set, the
+    predictions of the whole predict run are written as the cached validation predictions file that
+    ``stcrank tune`` reads (:func:`stcrank.tuning.predictions.write_predictions`).
+
+    Args:
+        network: The network, called with ``feature_sizes``; it must have a ``tasks`` list and return one logit
+            per task.
+        loss_weights: ``lambda_t`` per task (1 for a task not named).
+        optimizer: The optimiser, called with the parameters (default: Adam with ``lr``).
+        lr: Learning rate of the default optimiser.
+        feature_sizes: Embedding-table sizes by feature name; linked from the data module by the command line.
+        predictions_path: Where ``predict`` writes the cached predictions (Parquet); nothing is written when None.
+    """
+
+    monitor = "val/auc_sum"
+    mode = "max"
+
+    def __init__(
+        self,
+        network: Callable[[dict[str, int]], nn.Module],
+        loss_weights: dict[str, float] | None = None,
+        optimizer: OptimizerCallable | None = None,
+        lr: float = 1e-3,
+        feature_sizes: dict[str, int] | None = None,
+        predictions_path: str | None = None,
+    ) -> None:
+        super().__init__()
+        if feature_sizes is None:
+            raise ValueError(
+                "MultiTaskRankingTask needs feature_sizes (the command line links them from the data module)"
+            )
+        self.save_hyperparameters(ignore=["network", "optimizer"])
+        self.network = network(feature_sizes)
+        self.tasks: list[str] = list(self.network.tasks)
+        unknown = sorted(set(loss_weights or {}) - set(self.tasks))
+        if unknown:
+            raise ValueError(f"loss_weights name tasks {unknown} the network has no head for (heads: {self.tasks})")
+        self.loss_weights = {task: float((loss_weights or {}).get(task, 1.0)) for task in self.tasks}
+        self.optimizer = optimizer
+        self.lr = lr
+        self.predictions_path = predictions_path
+        self.val_auc = nn.ModuleDict({task: BinaryAUROC() for task in self.tasks})
+        self.test_auc = nn.ModuleDict({task: BinaryAUROC() for task in self.tasks})
+        self._predicted: list[dict[str, Tensor]] = []
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        """Adam with ``lr``, or the configured optimiser."""
+        if self.optimizer is not None:
+            return self.optimizer(self.parameters())
+        return torch.optim.Adam(self.parameters(), lr=self.lr)
+
+    def _check_batch(self, batch: dict[str, Tensor]) -> None:
+        missing = [f"label_{t}" for t in self.tasks if f"label_{t}" not in batch]
+        if missing:
+            raise KeyError(f"the network has heads {self.tasks} but the batch lacks {missing}; configure their labels")
+
+    def _loss(self, logits: dict[str, Tensor], batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        parts = {
+            task: masked_task_loss(logits[task], batch[f"label_{task}"], batch[f"mask_{task}"], batch[f"weight_{task}"])
+            for task in self.tasks
+        }
+        total = sum(self.loss_weights[task] * part for task, part in parts.items())
+        return total, parts
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        """One optimisation step on a batch of page views."""
+        self._check_batch(batch)
+        loss, parts = self._loss(self.network(batch), batch)
+        size = batch[f"label_{self.tasks[0]}"].shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=size)
+        for task, part in parts.items():
+            self.log(f"train/loss_{task}", part, batch_size=size)
+        return loss
+
+    def _evaluation_step(self, metrics: nn.ModuleDict, prefix: str, batch: dict[str, Tensor]) -> None:
+        self._check_batch(batch)
+        logits = self.network(batch)
+        loss, _ = self._loss(logits, batch)
+        size = batch[f"label_{self.tasks[0]}"].shape[0]
+        self.log(f"{prefix}/loss", loss, batch_size=size)
+        for task in self.tasks:
+            keep = batch[f"mask_{task}"] & (batch[f"weight_{task}"] > 0)
+            if bool(keep.any()):
+                metrics[task].update(torch.sigmoid(logits[task][keep]), batch[f"label_{task}"][keep].long())
+            # Metric objects are logged from the step: Lightning computes and resets them at the epoch's end.
+            self.log(f"{prefix}/auc_{task}", metrics[task], batch_size=size)
+
+    def _log_sum(self, metrics: nn.ModuleDict, prefix: str) -> None:
+        values = [metrics[task].compute() for task in self.tasks if metrics[task].update_count > 0]
+        if values:
+            self.log(f"{prefix}/auc_sum", torch.stack(values).sum())
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        """Accumulate the validation loss and per-task AUCs."""
+        self._evaluation_step(self.val_auc, "val", batch)
+
+    def on_validation_epoch_end(self) -> None:
+        """Log the sum of the validation AUCs (the default checkpoint monitor)."""
+        self._log_sum(self.val_auc, "val")
+
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        """Accumulate the test loss and per-task AUCs."""
+        self._evaluation_step(self.test_auc, "test", batch)
+
+    def on_test_epoch_end(self) -> None:
+        """Log the sum of the test AUCs."""
+        self._log_sum(self.test_auc, "test")
+
+    def predict_probabilities(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Predicted probability of every task, of the batch columns' shape."""
+        return {task: torch.sigmoid(logit) for task, logit in self.network(batch).items()}
+
+    def predict_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Tensor]:
+        """Per-sample ``pred_<t>``, and when the batch has labels ``label_<t>``/``mask_<t>``, plus the id keys."""
+        out = {f"pred_{task}": p.float() for task, p in self.predict_probabilities(batch).items()}
+        for task in self.tasks:
+            if f"label_{task}" in batch:
+                out[f"label_{task}"] = batch[f"label_{task}"]
+                out[f"mask_{task}"] = batch[f"mask_{task}"] & (batch[f"weight_{task}"] > 0)
+        out.update({key: batch[key] for key in ID_KEYS if key in batch})
+        if self.predictions_path is not None:
+            self._predicted.append({k: v.detach().cpu() for k, v in out.items()})
+        return out
+
+    def on_predict_epoch_start(self) -> None:
+        """Start collecting the predictions of a new run."""
+        self._predicted = []
+
+    def on_predict_epoch_end(self) -> None:
+        """Write the cached predictions file when ``predictions_path`` is set."""
+        if self.predictions_path is None or not self._predicted:
+            return
+        write_prediction_batches(self.predictions_path, self._predicted, self.tasks)
+        self._predicted = []
+
+
+def write_prediction_batches(path: str | Path, batches: list[dict[str, Tensor]], tasks: list[str]) -> Path:
+    """Concatenate ``predict_step`` outputs and write them as a cached-predictions file.
+
+    Args:
+        path: Destination Parquet file.
+        batches: Outputs of :meth:`MultiTaskRankingTask.predict_step`, with labels.
+        tasks: The tasks to write.
+
+    Returns:
+        The written path.
+
+    Raises:
+        KeyError: If the batches carry no labels for a task (predict on a labelled split).
+    """
+    from stcrank.tuning.predictions import write_predictions
+
+    columns = {key: torch.cat([b[key] for b in batches]) for key in batches[0]}
+    missing = [t for t in tasks if f"label_{t}" not in columns]
+    if missing:
+        raise KeyError(f"cannot write cached predictions: no labels for tasks {missing}")
+    return write_predictions(
+        path,
+        predictions={t: columns[f"pred_{t}"] for t in tasks},
+        labels={t: columns[f"label_{t}"] for t in tasks},
+        masks={t: columns[f"mask_{t}"] for t in tasks},
+        extra={key: columns[key] for key in ID_KEYS if key in columns},
+    )

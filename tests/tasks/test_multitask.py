@@ -1,0 +1,64 @@
+import pytest
+import torch
+from lightning.pytorch import Trainer
+
+from stcrank.data.eshop.datamodule import EShopDataModule
+from stcrank.models.mmoe import MMoE
+from stcrank.tasks.multitask import MultiTaskRankingTask, masked_task_loss
+from stcrank.tuning.predictions import read_predictions
+from stcrank_plugins.labels.eshop import SwipeDownLabel, WatchThresholdLabel
+
+
+def test_masked_task_loss_matches_hand_computation():
+    logits = torch.tensor([0.0, 2.0, -1.0, 3.0])
+    target = torch.tensor([1.0, 0.0, 1.0, 1.0])
+    mask = torch.tensor([True, True, False, True])
+    weight = torch.tensor([1.0, 0.5, 1.0, 0.0])
+    bce = -(target * torch.log(torch.sigmoid(logits)) + (1 - target) * torch.log(1 - torch.sigmoid(logits)))
+    expected = (bce[0] * 1 + bce[1] * 0.5) / 1.5
+    assert torch.isclose(masked_task_loss(logits, target, mask, weight), expected)
+    # nothing counts: the denominator is max(1, 0) and the loss 0
+    assert masked_task_loss(logits, target, torch.zeros(4, dtype=torch.bool), weight) == 0
+
+
+def test_loss_weights_must_name_heads():
+    with pytest.raises(ValueError, match="sdr"):
+        MultiTaskRankingTask(lambda s: MMoE(s, tasks=["cvr"]), loss_weights={"sdr": 1.0}, feature_sizes={"user_id": 3})
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """An MMoE trained briefly on simulated logs with a known answer (the simulator's truth)."""
+    from stcrank.data.eshop.synth import synth_eshop
+
+    root = tmp_path_factory.mktemp("mmoe") / "logs"
+    synth_eshop(out=str(root), users=300, sessions=12_000, items=800, candidates=60, seed=3)
+    labels = {"cvr": "cvr", "vtr": WatchThresholdLabel(5.0), "sdr": SwipeDownLabel()}
+    dm = EShopDataModule(str(root), labels=labels, batch_size=256, val_fraction=0.2, test_fraction=0.1)
+    path = root.parent / "val.parquet"
+    task = MultiTaskRankingTask(
+        lambda sizes: MMoE(sizes, embedding_dim=8, num_experts=4, expert_hidden=[64, 32], tower_hidden=[16]),
+        lr=3e-3,
+        feature_sizes=dm.feature_sizes,
+        predictions_path=str(path),
+    )
+    trainer = Trainer(max_epochs=3, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    trainer.fit(task, datamodule=dm)
+    return task, dm, trainer, path, root
+
+
+def test_mmoe_recovers_the_ground_truth_ordering(trained):
+    task, dm, trainer, _, _ = trained
+    metrics = trainer.validate(task, datamodule=dm, verbose=False)[0]
+    for name in ("cvr", "vtr", "sdr"):
+        assert metrics[f"val/auc_{name}"] > 0.6, metrics
+    assert metrics["val/auc_sum"] == pytest.approx(sum(metrics[f"val/auc_{t}"] for t in ("cvr", "vtr", "sdr")))
+
+
+def test_predict_writes_the_cached_predictions_file(trained):
+    task, dm, trainer, path, _ = trained
+    trainer.predict(task, datamodule=dm)
+    cached = read_predictions(path)
+    assert cached.tasks == ("cvr", "vtr", "sdr")
+    assert cached.num_rows == len(dm.splits["val"])
+    assert {"request_id", "session_id", "position"} <= set(cached.extra)
