@@ -45,6 +45,10 @@ class Preset:
         epochs: Training epochs per row.
         sessions: F sessions per policy in the evaluation.
         tune_trials: Trials of every tuning study (overrides the row's ``n_trials`` when smaller).
+        network: Overrides of the MMoE's ``init_args`` (e.g. smaller experts in the quick preset); the row
+            configs' sizes when empty.
+        batch_size: Training batch size (the row config's when None).
+        lr: Learning rate (the row config's when None).
     """
 
     users: int
@@ -54,13 +58,30 @@ class Preset:
     epochs: int
     sessions: int
     tune_trials: int
+    network: dict[str, Any] = field(default_factory=dict)
+    batch_size: int | None = None
+    lr: float | None = None
 
 
 PRESETS: dict[str, Preset] = {
     "full": Preset(
         users=5000, visits=200_000, items=20_000, candidates=200, epochs=3, sessions=20_000, tune_trials=300
     ),
-    "quick": Preset(users=1500, visits=30_000, items=5_000, candidates=100, epochs=2, sessions=4_000, tune_trials=60),
+    # Sized to finish all eight rows in about five minutes on 2 shared CPU cores: small logs, two epochs of
+    # small batches (enough steps for the small logs), narrow experts and embeddings, and evaluation sessions
+    # shared by all arms (common random numbers).
+    "quick": Preset(
+        users=2000,
+        visits=40_000,
+        items=3_000,
+        candidates=100,
+        epochs=2,
+        sessions=12_000,
+        tune_trials=30,
+        network={"embedding_dim": 8, "expert_hidden": [64, 32], "tower_hidden": [32]},
+        batch_size=256,
+        lr=3e-3,
+    ),
 }
 
 
@@ -144,18 +165,24 @@ def load_report_config(path: str | Path) -> ReportConfig:
     return ReportConfig(rows, tables, directions)
 
 
-def _fit(row: RowSpec, data: Path, out: Path, epochs: int, log: Path) -> Any:
+def _fit(row: RowSpec, data: Path, out: Path, preset: Preset, log: Path) -> Any:
     """Fit a row's config through the ``stcrank fit`` command line; return the CLI (trained model and data)."""
     from stcrank.commands.lightning import main
 
+    network = [f"--model.init_args.network.init_args.{k}={json.dumps(v)}" for k, v in preset.network.items()]
     args = [
         "fit",
         "-c",
         str(row.config),
         f"--data.root={data}",
         f"--trainer.default_root_dir={out}",
-        f"--trainer.max_epochs={epochs}",
+        # Training logs and checkpoints stay in the row's folder.
+        f"--trainer.logger.init_args.save_dir={out}",
+        f"--trainer.max_epochs={preset.epochs}",
         "--trainer.enable_progress_bar=false",
+        *network,
+        *([f"--data.batch_size={preset.batch_size}"] if preset.batch_size else []),
+        *([f"--model.init_args.lr={preset.lr}"] if preset.lr else []),
     ]
     with open(log, "a") as stream, contextlib.redirect_stdout(stream), contextlib.redirect_stderr(stream):
         return main(args)
@@ -251,6 +278,8 @@ def tables_markdown(tables: Sequence[Mapping[str, Any]]) -> str:
     """The MOC tables in the paper layout: one line per comparison, change and relative delta ± SE per metric."""
     lines = []
     for table in tables:
+        if not table["comparisons"]:
+            continue
         lines += [f"### {table['title']}", ""]
         header = "| B | A | change | " + " | ".join(TABLE_METRICS) + " |"
         lines += [header, "|---|---|---|" + "---:|" * len(TABLE_METRICS)]
@@ -294,6 +323,7 @@ def report_stcrank(
     sessions: int | None = None,
     epochs: int | None = None,
     stage: Literal["focus", "explore"] = "focus",
+    threads: int = 1,
 ) -> dict[str, Any]:
     """Reproduce the STCRank MOC tables in the simulator and check the paper's directions.
 
@@ -309,102 +339,113 @@ def report_stcrank(
         sessions: F sessions per policy in the evaluation (default: the preset's).
         epochs: Training epochs per row (default: the preset's).
         stage: ``focus`` evaluates F sessions; ``explore`` whole homepage visits (rows' ``e_policy`` used).
+        threads: Torch intra-op threads. One is fastest for these small networks on a shared machine: more
+            threads than free cores make every step wait on the others.
 
     Returns:
         The report as a JSON-ready dict (also written to ``report.json``).
     """
+    import torch
+
     from stcrank.data.eshop.synth import synth_eshop
     from stcrank.simulation.model_policy import ModelPredictor, build_ensemble, build_reranker
 
-    started = time.perf_counter()
-    preset = PRESETS["quick" if quick else "full"]
-    preset = Preset(**{**preset.__dict__, **({"sessions": sessions} if sessions else {})})
-    preset = Preset(**{**preset.__dict__, **({"epochs": epochs} if epochs else {})})
-    report_config = load_report_config(report_config)
-    if rows is not None:
-        unknown = sorted(set(rows) - {r.id for r in report_config.rows})
-        if unknown:
-            raise ValueError(f"unknown row(s) {unknown}; the rows are {[r.id for r in report_config.rows]}")
-        keep = set(rows)
-        report_config = ReportConfig(
-            [r for r in report_config.rows if r.id in keep],
-            [
-                {**t, "comparisons": [c for c in t["comparisons"] if {c["row"], c["baseline"]} <= keep]}
-                for t in report_config.tables
-            ],
-            [d for d in report_config.directions if {d["row"], d["baseline"]} <= keep],
-        )
-    root = Path(out)
-    root.mkdir(parents=True, exist_ok=True)
-    if data is None:
-        data_path = root / "logs"
-        if not (data_path / "manifest.json").is_file():
-            print(f"simulating logs: {preset.visits} visits, {preset.users} users -> {data_path}", flush=True)
-            synth_eshop(
-                out=str(data_path),
-                users=preset.users,
-                sessions=preset.visits,
-                items=preset.items,
-                candidates=preset.candidates,
-                seed=seed,
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        started = time.perf_counter()
+        preset = PRESETS["quick" if quick else "full"]
+        preset = Preset(**{**preset.__dict__, **({"sessions": sessions} if sessions else {})})
+        preset = Preset(**{**preset.__dict__, **({"epochs": epochs} if epochs else {})})
+        report_config = load_report_config(report_config)
+        if rows is not None:
+            unknown = sorted(set(rows) - {r.id for r in report_config.rows})
+            if unknown:
+                raise ValueError(f"unknown row(s) {unknown}; the rows are {[r.id for r in report_config.rows]}")
+            keep = set(rows)
+            report_config = ReportConfig(
+                [r for r in report_config.rows if r.id in keep],
+                [
+                    {**t, "comparisons": [c for c in t["comparisons"] if {c["row"], c["baseline"]} <= keep]}
+                    for t in report_config.tables
+                ],
+                [d for d in report_config.directions if {d["row"], d["baseline"]} <= keep],
             )
-    else:
-        data_path = Path(data)
-    trained: dict[str, Any] = {}
-    specs: list[dict[str, Any]] = []
-    row_info: dict[str, dict[str, Any]] = {}
-    for row in report_config.rows:
-        row_dir = root / "rows" / row.id
-        row_dir.mkdir(parents=True, exist_ok=True)
-        log = row_dir / "train.log"
-        key = row.config.read_text()
-        if key not in trained:
-            print(f"[{row.id}] fit {row.config.name} ({preset.epochs} epochs)", flush=True)
-            cli = _fit(row, data_path, row_dir, preset.epochs, log)
-            predictions = _predict_validation(cli, row_dir / "val_predictions.parquet", log)
-            trained[key] = (cli, predictions)
-        cli, predictions = trained[key]
-        metrics = {k: float(v) for k, v in cli.trainer.callback_metrics.items() if k.startswith("val/")}
-        info: dict[str, Any] = {"config": str(row.config), "val": metrics, "predictions": str(predictions)}
-        if row.tune is not None:
-            print(f"[{row.id}] tune ensemble weights ({row.tune.get('objective', 'sum_auc')})", flush=True)
-            tuned = _tune(row, cli.model, predictions, data_path, preset, seed)
-            info["tune"] = tuned
-            weights = tuned["weights"]
+        root = Path(out)
+        root.mkdir(parents=True, exist_ok=True)
+        if data is None:
+            data_path = root / "logs"
+            if not (data_path / "manifest.json").is_file():
+                print(f"simulating logs: {preset.visits} visits, {preset.users} users -> {data_path}", flush=True)
+                synth_eshop(
+                    out=str(data_path),
+                    users=preset.users,
+                    sessions=preset.visits,
+                    items=preset.items,
+                    candidates=preset.candidates,
+                    seed=seed,
+                )
         else:
-            weights = dict(row.ensemble or {})
-        info["ensemble"] = weights
-        row_info[row.id] = info
-        ensemble = build_ensemble({"name": (row.tune or {}).get("ensemble", "linear"), "weights": weights})
-        specs.append(
-            {
-                "name": row.id,
-                "predictor": ModelPredictor(cli.model),
-                "ensemble": ensemble,
-                "reranker": build_reranker(row.reranker),
-                "e_policy": row.e_policy,
-            }
-        )
-    print(f"serving {len(specs)} policies on {preset.sessions} sessions each", flush=True)
-    evaluation = _evaluate(data_path, specs, preset.sessions, seed, stage)
-    tables = build_tables(evaluation, report_config)
-    directions = check_directions(evaluation, report_config)
-    result = {
-        "preset": "quick" if quick else "full",
-        "sizes": preset.__dict__,
-        "seed": seed,
-        "stage": stage,
-        "data": str(data_path),
-        "rows": row_info,
-        "evaluation": evaluation.to_dict(baseline=evaluation.policies[0]),
-        "tables": tables,
-        "directions": directions,
-        "seconds": time.perf_counter() - started,
-    }
-    (root / "report.json").write_text(json.dumps(result, indent=2, default=str))
-    (root / "report.md").write_text(_markdown(result))
-    print(_markdown(result))
-    return result
+            data_path = Path(data)
+        trained: dict[str, Any] = {}
+        specs: list[dict[str, Any]] = []
+        row_info: dict[str, dict[str, Any]] = {}
+        for row in report_config.rows:
+            row_dir = root / "rows" / row.id
+            row_dir.mkdir(parents=True, exist_ok=True)
+            log = row_dir / "train.log"
+            # Rows whose configs differ only in comments (MOC-3 is the SDR-3 model) share one fit.
+            key = json.dumps(yaml.safe_load(row.config.read_text()), sort_keys=True)
+            if key not in trained:
+                print(f"[{row.id}] fit {row.config.name} ({preset.epochs} epochs)", flush=True)
+                cli = _fit(row, data_path, row_dir, preset, log)
+                # Read the validation metrics before predicting: the predict loop resets the trainer's metrics.
+                metrics = {k: float(v) for k, v in cli.trainer.callback_metrics.items() if k.startswith("val/")}
+                predictions = _predict_validation(cli, row_dir / "val_predictions.parquet", log)
+                trained[key] = (cli, predictions, metrics)
+            cli, predictions, metrics = trained[key]
+            info: dict[str, Any] = {"config": str(row.config), "val": metrics, "predictions": str(predictions)}
+            if row.tune is not None:
+                print(f"[{row.id}] tune ensemble weights ({row.tune.get('objective', 'sum_auc')})", flush=True)
+                tuned = _tune(row, cli.model, predictions, data_path, preset, seed)
+                info["tune"] = tuned
+                weights = tuned["weights"]
+            else:
+                weights = dict(row.ensemble or {})
+            info["ensemble"] = weights
+            row_info[row.id] = info
+            ensemble = build_ensemble({"name": (row.tune or {}).get("ensemble", "linear"), "weights": weights})
+            specs.append(
+                {
+                    "name": row.id,
+                    "predictor": ModelPredictor(cli.model),
+                    "ensemble": ensemble,
+                    "reranker": build_reranker(row.reranker),
+                    "e_policy": row.e_policy,
+                }
+            )
+        print(f"serving {len(specs)} policies on {preset.sessions} sessions each", flush=True)
+        evaluation = _evaluate(data_path, specs, preset.sessions, seed, stage)
+        tables = build_tables(evaluation, report_config)
+        directions = check_directions(evaluation, report_config)
+        result = {
+            "preset": "quick" if quick else "full",
+            "sizes": preset.__dict__,
+            "seed": seed,
+            "stage": stage,
+            "data": str(data_path),
+            "rows": row_info,
+            "evaluation": evaluation.to_dict(baseline=evaluation.policies[0]),
+            "tables": tables,
+            "directions": directions,
+            "seconds": time.perf_counter() - started,
+        }
+        (root / "report.json").write_text(json.dumps(result, indent=2, default=str))
+        (root / "report.md").write_text(_markdown(result))
+        print(_markdown(result))
+        return result
+    finally:
+        torch.set_num_threads(previous_threads)
 
 
 def _evaluate(data: Path, specs: list[dict[str, Any]], sessions: int, seed: int, stage: str) -> Evaluation:

@@ -5,6 +5,7 @@ import torch
 
 from stcrank.reports.stcrank import (
     DEFAULT_CONFIG,
+    PRESETS,
     build_tables,
     check_directions,
     directions_markdown,
@@ -78,12 +79,27 @@ def test_bad_configs_are_reported(tmp_path):
         load_report_config(tmp_path / "r.yaml")
 
 
+def test_presets_keep_full_runs_realistic():
+    assert PRESETS["full"].sessions >= 20_000 and not PRESETS["full"].network
+    quick = PRESETS["quick"]
+    assert quick.sessions < PRESETS["full"].sessions and quick.visits < PRESETS["full"].visits
+    assert set(quick.network) <= {"embedding_dim", "num_experts", "expert_hidden", "tower_hidden"}
+
+
 @pytest.mark.slow
 def test_two_rows_end_to_end(eshop_store, tmp_path):
     result = report_stcrank(
-        out=str(tmp_path), data=str(eshop_store), rows=["single-obj", "MOC-base"], sessions=200, epochs=1
+        out=str(tmp_path),
+        data=str(eshop_store),
+        rows=["single-obj", "MOC-base"],
+        quick=True,
+        sessions=200,
+        epochs=1,
     )
     assert set(result["rows"]) == {"single-obj", "MOC-base"}
+    # Validation AUCs of the fit survive the prediction pass; the quick network overrides reach the model.
+    assert set(result["rows"]["MOC-base"]["val"]) >= {"val/auc_cvr", "val/auc_vtr", "val/auc_sum"}
+    assert "auc_vtr=" in (tmp_path / "report.md").read_text()
     assert [d["row"] for d in result["directions"]] == ["MOC-base", "MOC-base"]
     assert json.loads((tmp_path / "report.json").read_text())["tables"][0]["comparisons"][0]["row"] == "MOC-base"
     assert "Paper directions" in (tmp_path / "report.md").read_text()

@@ -81,6 +81,7 @@ def test_load_task_restores_a_checkpoint(eshop_store, tmp_path):
             str(config),
             f"--data.root={eshop_store}",
             f"--trainer.default_root_dir={tmp_path}",
+            f"--trainer.logger.init_args.save_dir={tmp_path}",
             "--trainer.max_steps=2",
             "--trainer.limit_val_batches=1",
             "--trainer.enable_progress_bar=false",

@@ -43,7 +43,13 @@ def trained(tmp_path_factory):
         predictions_path=str(path),
     )
     trainer = Trainer(max_epochs=3, logger=False, enable_checkpointing=False, enable_progress_bar=False)
-    trainer.fit(task, datamodule=dm)
+    # One intra-op thread: a small network on a shared machine runs many times slower when oversubscribed.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        trainer.fit(task, datamodule=dm)
+    finally:
+        torch.set_num_threads(threads)
     return task, dm, trainer, path, root
 
 
