@@ -2,7 +2,28 @@
 
 from __future__ import annotations
 
+import os
+from typing import Any
+
+import numpy as np
+import torch
 from lightning.pytorch import LightningModule
+
+
+def step_seed(base: int, rank: int, epoch: int, batch_idx: int) -> int:
+    """The seed of one training batch's randomness, a function of ``(base seed, rank, epoch, batch)`` only.
+
+    Args:
+        base: The run's seed (``seed_everything``).
+        rank: The process's global rank.
+        epoch: The epoch.
+        batch_idx: The batch's index within the epoch.
+
+    Returns:
+        A 63-bit seed.
+    """
+    words = np.random.SeedSequence([base % 2**64, rank, epoch, batch_idx]).generate_state(2, dtype=np.uint32)
+    return (int(words[0]) << 31) ^ int(words[1])
 
 
 class BaseTask(LightningModule):
@@ -12,6 +33,12 @@ class BaseTask(LightningModule):
     which the command line links from the data module's ``feature_sizes`` when both are instantiated, so a
     config never repeats the dataset's vocabulary sizes.
 
+    Before every training batch the global torch generator is re-seeded with :func:`step_seed` of the run's seed
+    (``seed_everything``'s, else torch's initial seed), the rank, the epoch and the batch index. Randomness drawn
+    in the training step (dropout, in-model sampling) therefore does not depend on what ran before in the process,
+    and a run resumed from a mid-epoch checkpoint draws exactly what the uninterrupted run drew (Lightning does
+    not checkpoint random-number generators).
+
     Attributes:
         monitor: The logged metric that checkpoints and early stopping watch by default.
         mode: ``"max"`` or ``"min"`` for :attr:`monitor`.
@@ -19,3 +46,16 @@ class BaseTask(LightningModule):
 
     monitor: str = "val_loss"
     mode: str = "min"
+
+    _base_seed: int | None = None
+
+    def on_fit_start(self) -> None:
+        """Fix the base seed of the per-batch seeds."""
+        seed = os.environ.get("PL_GLOBAL_SEED")
+        self._base_seed = int(seed) if seed is not None else torch.initial_seed()
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        """Seed the batch's randomness from ``(seed, rank, epoch, batch_idx)`` (see the class docstring)."""
+        if self._base_seed is None:
+            self.on_fit_start()
+        torch.manual_seed(step_seed(self._base_seed, self.global_rank, self.current_epoch, batch_idx))

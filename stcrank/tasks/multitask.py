@@ -129,7 +129,13 @@ class MultiTaskRankingTask(BaseTask):
             self.log(f"{prefix}/auc_{task}", metrics[task], batch_size=size)
 
     def _log_sum(self, metrics: nn.ModuleDict, prefix: str) -> None:
-        values = [metrics[task].compute() for task in self.tasks if metrics[task].update_count > 0]
+        # Whether a task had samples is decided over all processes: compute() synchronises, so every rank must
+        # call it for the same tasks (a rank whose share holds no sample of a task still takes part).
+        counts = torch.tensor([float(metrics[task].update_count) for task in self.tasks], device=self.device)
+        if self.trainer.world_size > 1:
+            counts = self.trainer.strategy.reduce(counts, reduce_op="sum")
+        had = dict(zip(self.tasks, counts.tolist(), strict=True))
+        values = [metrics[task].compute() for task in self.tasks if had[task] > 0]
         if values:
             self.log(f"{prefix}/auc_sum", torch.stack(values).sum())
 

@@ -68,3 +68,32 @@ def test_predict_writes_the_cached_predictions_file(trained):
     assert cached.tasks == ("cvr", "vtr", "sdr")
     assert cached.num_rows == len(dm.splits["val"])
     assert {"request_id", "session_id", "position"} <= set(cached.extra)
+
+
+@pytest.mark.slow
+def test_ddp_masked_aucs_equal_one_process(eshop_store, tmp_path):
+    import csv
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from stcrank.cli import main
+
+    config = Path(__file__).resolve().parents[2] / "configs/experiments/stcrank/moc_base.yaml"
+    args = ["test", "-c", str(config), f"--data.root={eshop_store}", "--seed_everything=0", "--data.eval_batch_size=13"]
+    single = main([*args, f"--trainer.default_root_dir={tmp_path}", f"--trainer.logger.init_args.save_dir={tmp_path}"])
+    single = {k: float(v) for k, v in single.trainer.callback_metrics.items()}
+    root = tmp_path / "ddp"
+    command = [sys.executable, "-m", "stcrank", *args, f"--trainer.default_root_dir={root}"]
+    command += [f"--trainer.logger.init_args.save_dir={root}", "--trainer.strategy=ddp", "--trainer.accelerator=cpu"]
+    command += ["--trainer.devices=2"]
+    result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = list(csv.DictReader(next(root.rglob("metrics.csv")).open()))
+    ddp = {key: float(value) for row in rows for key, value in row.items() if key.startswith("test/") and value}
+    assert {"test/auc_cvr", "test/auc_vtr", "test/auc_sum"} <= set(single) and set(single) == set(ddp)
+    for name in ("test/auc_cvr", "test/auc_vtr", "test/auc_sum"):
+        assert ddp[name] == pytest.approx(single[name], abs=1e-6), name
+    # the loss is a mean of per-batch means: batches differ between one and two processes
+    assert ddp["test/loss"] == pytest.approx(single["test/loss"], rel=0.02)

@@ -126,3 +126,40 @@ def test_bad_arguments_are_refused(recflow_store):
         _task(module, target="clicks")
     with pytest.raises(TypeError, match="user_vector"):
         RetrievalTask(lambda sizes: torch.nn.Linear(2, 2), feature_sizes=module.feature_sizes)
+
+
+def _test_run_metrics(config, store, root, extra):
+    """``stcrank test`` of the seeded initial model; one process in-process, or 2 gloo processes in a subprocess."""
+    import csv
+    import os
+    import subprocess
+    import sys
+
+    from stcrank.cli import main
+
+    args = ["test", "-c", str(config), f"--data.root={store}", f"--trainer.default_root_dir={root}"]
+    args += [f"--trainer.logger.init_args.save_dir={root}", "--seed_everything=0", *extra]
+    if "--trainer.devices=2" not in extra:
+        return {k: float(v) for k, v in main(args).trainer.callback_metrics.items()}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-m", "stcrank", *args], capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = list(csv.DictReader(next(root.rglob("metrics.csv")).open()))
+    return {key: float(value) for row in rows for key, value in row.items() if key.startswith("test/") and value}
+
+
+DDP = ["--trainer.strategy=ddp", "--trainer.accelerator=cpu", "--trainer.devices=2"]
+
+
+@pytest.mark.slow
+def test_ddp_corpus_metrics_equal_one_process(recflow_store, tmp_path):
+    from pathlib import Path
+
+    config = Path(__file__).resolve().parents[2] / "configs/experiments/recflow/retrieval/baseline.yaml"
+    extra = ["--data.eval_batch_size=7", "--model.init_args.ks=[5,20,100]"]  # several uneven batches per rank
+    single = _test_run_metrics(config, recflow_store, tmp_path / "one", extra)
+    ddp = _test_run_metrics(config, recflow_store, tmp_path / "two", [*extra, *DDP])
+    assert set(single) == set(ddp) == {f"test/recflow_{m}@{k}" for m in ("recall", "ndcg") for k in (5, 20, 100)}
+    assert single["test/recflow_recall@100"] > 0
+    for name, value in single.items():
+        assert ddp[name] == pytest.approx(value, abs=1e-6), name

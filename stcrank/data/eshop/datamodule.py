@@ -3,22 +3,30 @@
 Batch contract (every value a tensor ``[B]``): the feature columns of the F log (categorical ids as ``int64``,
 ``item_price`` as ``float32``), the keys ``request_id``, ``session_id`` and ``position``, and for every task
 ``t`` of ``labels``: ``label_<t>`` (float 0/1), ``mask_<t>`` (bool) and ``weight_<t>`` (float).
+
+Batching and sharding follow :class:`~stcrank.data.recflow.batching.DayBatchSampler` with the split as one block:
+training rows are shuffled by ``(seed, epoch)`` and each rank takes a strided share, every rank stepping the same
+number of times; evaluation ranks read disjoint contiguous blocks, nothing dropped or repeated. The training
+loader is a :class:`~stcrank.data.resumable.ResumableDataLoader`, so a checkpoint taken mid-epoch resumes on the
+next batch in the same order.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+from torch.utils.data import DataLoader, Dataset
 
 from stcrank import registry
 from stcrank.data.base import BaseDataModule
 from stcrank.data.eshop.reader import read_manifest, read_table
 from stcrank.data.eshop.schema import F_LOG_COLUMNS, F_LOG_FILE
+from stcrank.data.recflow.batching import DayBatchSampler
+from stcrank.data.resumable import ResumableDataLoader
 from stcrank.plugins import LabelDefinition
 
 FEATURE_COLUMNS: tuple[str, ...] = tuple(c.name for c in F_LOG_COLUMNS if c.role == "feature")
@@ -45,8 +53,10 @@ class TensorBatches(Dataset):
     def __len__(self) -> int:
         return self.length
 
-    def __getitem__(self, rows: list[int]) -> dict[str, Tensor]:
-        index = torch.as_tensor(rows, dtype=torch.long)
+    def __getitem__(self, key: Sequence[int] | tuple[int, np.ndarray]) -> dict[str, Tensor]:
+        """Gather rows: a list of row indices, or a sampler key ``(block, rows)`` (the block is ignored)."""
+        rows = key[1] if isinstance(key, tuple) else key
+        index = torch.as_tensor(np.asarray(rows), dtype=torch.long)
         return {name: values[index] for name, values in self.columns.items()}
 
 
@@ -87,6 +97,7 @@ class EShopDataModule(BaseDataModule):
         split_seed: Seed of the visit split.
         predict_split: Split served by ``predict`` (``"val"`` writes the cached predictions tuning reads).
         num_workers: DataLoader workers (the data sits in memory; 0 is usually fastest).
+        seed: Seed of the training shuffle (a new permutation every epoch, a function of ``(seed, epoch)``).
     """
 
     def __init__(
@@ -100,6 +111,7 @@ class EShopDataModule(BaseDataModule):
         split_seed: int = 0,
         predict_split: str = "val",
         num_workers: int = 0,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         if not (val_fraction > 0 and test_fraction > 0 and val_fraction + test_fraction < 1):
@@ -118,6 +130,7 @@ class EShopDataModule(BaseDataModule):
         self.split_seed = split_seed
         self.predict_split = predict_split
         self.num_workers = num_workers
+        self.seed = seed
         self.splits: dict[str, TensorBatches] = {}
 
     @property
@@ -184,12 +197,21 @@ class EShopDataModule(BaseDataModule):
             if len(split) == 0:
                 raise ValueError(f"{self.root}: the {name} split is empty; use more sessions or larger fractions")
 
+    def _distributed(self) -> tuple[int, int]:
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None:
+            return int(trainer.global_rank), int(trainer.world_size)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            return torch.distributed.get_rank(), torch.distributed.get_world_size()
+        return 0, 1
+
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         data = self.splits[split]
-        base = RandomSampler(data) if shuffle else SequentialSampler(data)
+        rank, world_size = self._distributed()
         size = self.batch_size if shuffle else self.eval_batch_size
-        sampler = BatchSampler(base, batch_size=size, drop_last=False)
-        return DataLoader(data, sampler=sampler, batch_size=None, num_workers=self.num_workers)
+        sampler = DayBatchSampler([len(data)], size, shuffle=shuffle, seed=self.seed, rank=rank, world_size=world_size)
+        # The sampler yields whole batches (batch_size=None) and is already sharded, so Lightning leaves it as is.
+        return ResumableDataLoader(data, sampler=sampler, batch_size=None, num_workers=self.num_workers)
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled training page views."""

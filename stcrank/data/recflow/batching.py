@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset, DistributedSampler
 
-from stcrank.data.recflow.store import RecFlowStore
+from stcrank.data.recflow.store import DayPart, RecFlowStore
 
 
 class DayData(Protocol):
@@ -58,6 +58,12 @@ class DayBatchSampler(DistributedSampler):
     distributed and does not wrap it; it shards by itself (see the module docstring) and does not call the parent's
     constructor.
 
+    **Resuming mid-epoch.** :meth:`state_dict` / :meth:`load_state_dict` hold ``{"epoch", "batches"}``: the epoch
+    and how many of its batches were consumed. After :meth:`load_state_dict` the next iteration of that epoch
+    skips those batches (by index arithmetic, no data is read) and yields the rest in the same order; a later
+    epoch is whole again. :class:`~stcrank.data.resumable.ResumableDataLoader` passes this state through
+    Lightning's checkpoints.
+
     Args:
         day_sizes: Number of samples of each day, in the order the days are visited.
         batch_size: Largest batch.
@@ -89,10 +95,46 @@ class DayBatchSampler(DistributedSampler):
         self.num_replicas = world_size
         self.epoch = 0
         self.drop_last = False
+        self._skip = 0  # batches of ``self.epoch`` to skip on the next iteration (set when resuming)
+        self._yielded = 0  # batches yielded by the current iteration, skipped ones included
 
     def set_epoch(self, epoch: int) -> None:
         """Choose the epoch (Lightning calls this before each epoch): it seeds the permutations."""
+        if epoch != self.epoch:
+            self._skip = 0  # a resume point belongs to its own epoch only
         self.epoch = epoch
+
+    @property
+    def pending_batches(self) -> int:
+        """Batches of :attr:`epoch` the next iteration skips (0 unless resuming)."""
+        return self._skip
+
+    def state_dict(self) -> dict[str, int]:
+        """The resume point: ``{"epoch": e, "batches": n}``, ``n`` batches of epoch ``e`` consumed so far.
+
+        ``n`` counts what this sampler handed out; a loader with worker processes reads ahead of training, so
+        :class:`~stcrank.data.resumable.ResumableDataLoader` replaces it with the batches training consumed.
+        """
+        return {"epoch": int(self.epoch), "batches": int(self._yielded)}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Resume from :meth:`state_dict`: the next iteration skips the consumed batches of that epoch.
+
+        A finished epoch (``batches >= len(self)``) resumes at the start of the next one.
+
+        Raises:
+            ValueError: If the state is malformed.
+        """
+        try:
+            epoch, batches = int(state["epoch"]), int(state["batches"])
+        except (KeyError, TypeError, ValueError) as error:
+            expected = "{'epoch': int, 'batches': int}"
+            raise ValueError(f"DayBatchSampler state must be {expected}, got {state!r}") from error
+        if epoch < 0 or batches < 0:
+            raise ValueError(f"DayBatchSampler state needs epoch >= 0 and batches >= 0, got {state!r}")
+        if batches >= len(self):
+            epoch, batches = epoch + 1, 0
+        self.epoch, self._skip = epoch, batches
 
     def batches_of_day(self, day: int) -> int:
         """Number of batches every rank gets from day ``day``."""
@@ -107,11 +149,17 @@ class DayBatchSampler(DistributedSampler):
         return np.arange(self.rank * n // self.num_replicas, (self.rank + 1) * n // self.num_replicas)
 
     def __iter__(self) -> Iterator[tuple[int, np.ndarray]]:
+        skip, self._skip = self._skip, 0
+        self._yielded = skip
         for day in range(len(self.day_sizes)):
             batches = self.batches_of_day(day)
-            if batches:
-                for rows in np.array_split(self.rows_of_day(day), batches):
-                    yield day, rows
+            if batches <= skip:  # a whole day consumed before the resume point: not even permuted
+                skip -= batches
+                continue
+            for rows in np.array_split(self.rows_of_day(day), batches)[skip:]:
+                self._yielded += 1
+                yield day, rows
+            skip = 0
 
     def __len__(self) -> int:
         return sum(self.batches_of_day(day) for day in range(len(self.day_sizes)))
@@ -120,14 +168,18 @@ class DayBatchSampler(DistributedSampler):
 class DayBatches(Dataset):
     """Map-style dataset whose keys are whole batches ``(day_position, row_indices)``; use with ``batch_size=None``.
 
+    A key's position may name a whole day (a date) or a :class:`~stcrank.data.recflow.store.DayPart`, a range of
+    a day's requests: the part is then loaded through a view of the store in which its day holds only those
+    requests, so one part, not one day, is kept in memory.
+
     Args:
         root: The store directory.
-        days: The days, in the sampler's order.
+        days: The days or day parts, in the sampler's order.
         kind: How a day is loaded.
         seed: Seed of per-batch randomness (e.g. the candidate order), derived from the batch's key.
     """
 
-    def __init__(self, root: str, days: Sequence[str], kind: SampleKind, seed: int = 0) -> None:
+    def __init__(self, root: str, days: Sequence[str | DayPart], kind: SampleKind, seed: int = 0) -> None:
         self.root = root
         self.days = list(days)
         self.kind = kind
@@ -139,11 +191,15 @@ class DayBatches(Dataset):
         return len(self.days)
 
     def day(self, position: int) -> DayData:
-        """The loaded day at ``position`` (one day is kept in memory)."""
+        """The loaded day (or day part) at ``position`` (one is kept in memory)."""
         if self._cached is None or self._cached[0] != position:
             self._cached = None  # free the previous day first
             self._store = self._store or RecFlowStore(self.root)
-            self._cached = (position, self.kind.load(self._store, self.days[position]))
+            entry = self.days[position]
+            if isinstance(entry, DayPart):
+                self._cached = (position, self.kind.load(self._store.part(entry), entry.day))
+            else:
+                self._cached = (position, self.kind.load(self._store, entry))
         return self._cached[1]
 
     def __getitem__(self, key: tuple[int, np.ndarray]) -> dict[str, Tensor]:

@@ -10,6 +10,7 @@ import functools
 import logging
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
@@ -18,10 +19,14 @@ from stcrank.data.base import BaseDataModule
 from stcrank.data.recflow.batching import DayBatches, DayBatchSampler, SampleKind
 from stcrank.data.recflow.collate import CandidateDay, ExposureDay
 from stcrank.data.recflow.schema import RANK_CANDIDATE_STAGES, STAGE_CODE
-from stcrank.data.recflow.store import RecFlowStore, StageLists, read_manifest
+from stcrank.data.recflow.store import DayPart, RecFlowStore, StageLists, read_manifest
+from stcrank.data.resumable import ResumableDataLoader
 from stcrank.plugins import LabelDefinition
 
 logger = logging.getLogger(__name__)
+
+DEFAULT_CHUNK_ROWS = 4_000_000
+"""Default bound on the stage rows of the day part a loader holds (about 1/13 of a RecFlow day)."""
 
 
 def _exposure_count(store: RecFlowStore, day: str, label: LabelDefinition) -> int:
@@ -60,9 +65,13 @@ class RecFlowDataModule(BaseDataModule):
         max_candidates: At most this many candidates per request (a random subset, counted in the log).
         shuffle_candidates: Put each request's candidates in a seeded random order, so that their position says
             nothing about their stage.
-        num_workers: DataLoader workers (each keeps one day in memory).
+        num_workers: DataLoader workers (each keeps one day part in memory).
         pin_memory: Pin batches in page-locked memory (for GPU training).
         seed: Seed of the within-day shuffles and of the candidate order.
+        chunk_rows: Bound on memory: each day is read in parts of consecutive requests holding at most this many
+            stage (``all_stage``) rows, and one part is loaded at a time. With several parts per day, training
+            visits a day's parts in a seeded random order and shuffles rows within each part (a new permutation
+            every epoch); a day that fits in one part is shuffled exactly as a whole day. None loads whole days.
     """
 
     def __init__(
@@ -81,8 +90,12 @@ class RecFlowDataModule(BaseDataModule):
         num_workers: int = 0,
         pin_memory: bool = False,
         seed: int = 0,
+        chunk_rows: int | None = DEFAULT_CHUNK_ROWS,
     ) -> None:
         super().__init__()
+        if chunk_rows is not None and chunk_rows < 1:
+            raise ValueError(f"chunk_rows must be >= 1 or None, got {chunk_rows}")
+        self.chunk_rows = chunk_rows
         self.root = str(root)
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
@@ -172,6 +185,23 @@ class RecFlowDataModule(BaseDataModule):
             count=functools.partial(_request_count, stages=tuple(self.candidate_stages)),
         )
 
+    def day_parts(self, days: Sequence[str], shuffle: bool) -> list[list[DayPart]]:
+        """The parts of each day (at most ``chunk_rows`` stage rows each), in visiting order.
+
+        Args:
+            days: The days.
+            shuffle: Visit each day's parts in a random order seeded by ``seed`` and the date (the same every
+                epoch: the sampler's interface takes the sizes once), else in request order.
+        """
+        out = []
+        for day in days:
+            parts = self.store.day_parts(day, self.chunk_rows)
+            if shuffle and len(parts) > 1:
+                order = np.random.default_rng([self.seed, int(day.replace("-", ""))]).permutation(len(parts))
+                parts = [parts[i] for i in order]
+            out.append(parts)
+        return out
+
     def _distributed(self) -> tuple[int, int]:
         trainer = getattr(self, "trainer", None)
         if trainer is not None:
@@ -191,10 +221,16 @@ class RecFlowDataModule(BaseDataModule):
     ) -> DataLoader:
         if rank is None or world_size is None:
             rank, world_size = self._distributed()
-        sizes = [kind.count(self.store, day) for day in days]
+        parts = self.day_parts(days, shuffle)
+        if all(len(day_parts) == 1 for day_parts in parts):
+            units: list[str | DayPart] = list(days)  # whole days: exactly the unchunked behaviour
+            sizes = [kind.count(self.store, day) for day in days]
+        else:
+            units = [part for day_parts in parts for part in day_parts]
+            sizes = [kind.count(self.store.part(part), part.day) for part in units]
         sampler = DayBatchSampler(sizes, batch_size, shuffle=shuffle, seed=self.seed, rank=rank, world_size=world_size)
-        return DataLoader(
-            DayBatches(self.root, days, kind, seed=self.seed),
+        return ResumableDataLoader(
+            DayBatches(self.root, units, kind, seed=self.seed),
             batch_size=None,  # the sampler yields whole batches
             sampler=sampler,
             num_workers=self.num_workers,

@@ -13,8 +13,10 @@ The store (``docs/data_formats.md`` has the full description)::
 
 Each day is written into ``days/.{date}.partial-{pid}`` and renamed into place when complete, and the manifest is
 written last (also through a rename), so a killed import never leaves a store or a partition that reads as
-complete. Memory is bounded by one day: Feather files are memory-mapped, pickles are read one at a time with the
-restricted unpickler, and nothing goes through pandas.
+complete. ``all_stage`` is streamed in chunks of ``chunk_rows`` rows (a request straddling two chunks is carried
+over whole) and written as Parquet row groups, so memory is bounded by the chunk plus per-request and
+per-exposure arrays (``docs/data_formats.md`` lists them); a day whose rows are not grouped by increasing request
+id is read whole. Pickles are read with the restricted unpickler, and nothing goes through pandas.
 
 IDs stay raw and 0-based in the store; the batch collate shifts every id by +1 so that 0 is padding. Time codes
 (weekday, hour, minute) are computed in UTC+8, never in the host's timezone.
@@ -44,6 +46,7 @@ from stcrank.data.recflow.official import (
     DayFiles,
     ReleaseLayout,
     feather_column_names,
+    iter_feather_columns,
     read_feather_columns,
 )
 from stcrank.data.recflow.pickles import load_pickle
@@ -81,6 +84,10 @@ PARQUET_OPTIONS: dict[str, Any] = {"compression": "lz4", "use_dictionary": False
 """How store tables are written: fast to write and to read back (high-cardinality integer columns)."""
 
 _UNFLAGGED = STAGE_CODE["unflagged"]
+UbmSource = Literal["pickle", "all_stage", "none"]
+"""Where a day's ``ubm`` table comes from: the UBM pickle, the imported stage rows of past requests, or nowhere."""
+DEFAULT_CHUNK_ROWS = 2_000_000
+"""Default ``all_stage`` rows per chunk of a streamed import."""
 ROW_KINDS: dict[str, ColumnKind] = {
     **dict.fromkeys(ALL_STAGE_COLUMNS, "int32"),
     "request_id": "int64",
@@ -393,8 +400,14 @@ def _requests_table(
     )
 
 
-def _import_day(files: DayFiles, partition: Path, acc: _Accumulator) -> dict[str, Any]:
-    """Convert one day into a partition directory; returns the day's row counts and phase timings."""
+def _import_day(
+    files: DayFiles, partition: Path, acc: _Accumulator, ubm: UbmSource = "pickle", store_root: Path | None = None
+) -> dict[str, Any]:
+    """Convert one whole day into a partition directory; returns the day's row counts and phase timings.
+
+    Used when the rows of ``all_stage`` are not grouped by increasing request id (or ``chunk_rows`` is None):
+    memory then grows with the day.
+    """
     clock = _Clock()
     with clock("read_feather"):
         stage_rows = read_feather_columns(files.all_stage, ROW_KINDS)
@@ -410,6 +423,7 @@ def _import_day(files: DayFiles, partition: Path, acc: _Accumulator) -> dict[str
         n_exposures = np.bincount(exposures["request_row"], minlength=len(index.ids))
     with clock("sequences"):
         sequences, seq_stats = _read_sequences(files.seq_effective_50_dict, index.ids, acc)
+        seq_stats["chunk_rows"] = None
         corpus, corpus_source = _read_corpus(files, np.unique(exposures["video_id"]).astype(np.int64), acc)
     tables = {
         "requests": _requests_table(index, n_exposures, sequences, stage_count, acc),
@@ -437,19 +451,333 @@ def _import_day(files: DayFiles, partition: Path, acc: _Accumulator) -> dict[str
     }
     with clock("write"):
         _write_tables(partition, tables)
+    referenced = np.unique(sequences["seq_request_id"][sequences["seq_time_ms"] > 0]) if ubm == "all_stage" else None
     # Free the day before the UBM dict, the largest input.
     del tables, candidates, exposures, stage_rows, exposure_rows, sequences, stage, flags, index
-    if files.ubm_seq_request_id_dict.is_file():
-        with clock("ubm"):
-            ubm, ubm_stats, observed = _read_ubm(files.ubm_seq_request_id_dict)
-            _write_tables(partition, {"ubm": ubm})
-        stats.update(ubm_stats)
-        for name, value in observed.items():
-            acc.observed_max[name] = max(acc.observed_max.get(name, -1), value)
-    else:
-        logger.warning("%s: absent; the day has no UBM table", files.ubm_seq_request_id_dict)
+    _import_ubm(files, partition, acc, ubm, referenced, store_root, clock, stats)
     stats["phase_seconds"] = clock.seconds
     return stats
+
+
+class _UnsortedError(Exception):
+    """The rows of ``all_stage`` are not grouped by request in increasing request id order (streaming needs it)."""
+
+
+class _SequenceSource:
+    """A day's ``seq_effective_50_dict``, looked up a chunk of requests at a time.
+
+    The dict itself is loaded whole (the restricted unpickler has no streaming mode): about 4.1 KB per request
+    (a ``(50, 10)`` int64 array plus the array object), 1 GB for the release's 251K requests a day. Entries are
+    dropped as their requests are written, so the stacked copies never exceed a chunk.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        raw = load_pickle(path)
+        if not isinstance(raw, dict):
+            raise RecFlowFormatError(f"{path}: expected a dict request_id -> int64 array (50, 10), got {type(raw)}")
+        self.raw = raw
+        self.total = len(raw)
+        self.found = 0
+        self.width = len(SEQ_ARRAY_COLUMNS)
+
+    def take(self, ids: np.ndarray, acc: _Accumulator) -> dict[str, np.ndarray]:
+        """The sequence columns ``[len(ids), 50]`` of requests ``ids`` (zeros where a request has none)."""
+        values = [self.raw.pop(int(i), None) for i in ids.tolist()]
+        found = np.array([v is not None for v in values], dtype=bool)
+        present = [v for v in values if v is not None]
+        self.found += len(present)
+        seq = np.zeros((len(ids), SEQ_LEN, self.width), dtype=np.int64)
+        if present:
+            try:
+                stacked = np.stack(present)
+            except ValueError as error:
+                shapes = {np.shape(v) for v in present}
+                raise RecFlowFormatError(
+                    f"{self.path}: sequences have shapes {sorted(shapes)[:5]}; expected ({SEQ_LEN}, {self.width})"
+                ) from error
+            self._check(stacked)
+            seq[found] = stacked
+        return _sequence_columns(seq, self.path, acc)
+
+    def _check(self, stacked: np.ndarray) -> None:
+        if stacked.shape[1:] != (SEQ_LEN, self.width) or stacked.dtype.kind not in "iu":
+            raise RecFlowFormatError(
+                f"{self.path}: sequences have shape {stacked.shape[1:]} and dtype {stacked.dtype}; expected integer "
+                f"arrays of shape ({SEQ_LEN}, {self.width})"
+            )
+
+    def stats(self, n_requests: int) -> dict[str, int]:
+        """Requests without a sequence, and sequences of no request (the entries left over)."""
+        for value in self.raw.values():  # the leftovers are checked too, as when the dict is read whole
+            self._check(np.asarray(value)[None])
+        return {"requests_without_sequence": n_requests - self.found, "sequences_without_request": len(self.raw)}
+
+
+def _sequence_columns(seq: np.ndarray, path: Path, acc: _Accumulator) -> dict[str, np.ndarray]:
+    """Split ``[R, 50, 10]`` sequences into the store's per-column ``[R, 50]`` arrays (checked, narrowed)."""
+    valid = seq[:, :, SEQ_ARRAY_COLUMNS.index("time_ms")] > 0
+    out: dict[str, np.ndarray] = {}
+    for j, name in enumerate(SEQ_ARRAY_COLUMNS):
+        values = seq[:, :, j]
+        if name in ITEM_ID_COLUMNS:
+            values = _check_ids(values, path, f"column {j} ({name})")
+            acc.observe(name, values[valid])
+        elif name not in ("time_ms", "request_id", "upload_timestamp"):
+            values = _narrow(values, np.int32, path, f"column {j} ({name})")
+        out[f"seq_{name}"] = np.ascontiguousarray(values)
+    return out
+
+
+class _DayStats:
+    """Row counts of a day, summed over its chunks."""
+
+    def __init__(self) -> None:
+        self.n = dict.fromkeys(("all_stage", "requests", "unflagged_rows", "multi_flag_rows"), 0)
+        self.stage_rows = np.zeros(N_STAGES, dtype=np.int64)
+        self.max_candidates = 0
+
+    def add(self, candidates: Mapping[str, np.ndarray], stage_count: np.ndarray) -> None:
+        flags = candidates["flags"]
+        self.n["all_stage"] += len(flags)
+        self.n["requests"] += len(stage_count)
+        self.n["unflagged_rows"] += int((candidates["stage"] == _UNFLAGGED).sum())
+        self.n["multi_flag_rows"] += int(((flags & (flags - 1)) != 0).sum())
+        self.stage_rows += stage_count.sum(axis=0)
+        self.max_candidates = max(self.max_candidates, int(stage_count.sum(axis=1).max(initial=0)))
+
+
+class _ChunkWriter:
+    """Parquet files of a partition written row group by row group (one schema, fixed by the first chunk)."""
+
+    def __init__(self, partition: Path) -> None:
+        partition.mkdir(parents=True, exist_ok=True)
+        self.partition = partition
+        self.writers: dict[str, pq.ParquetWriter] = {}
+
+    def write(self, name: str, table: pa.Table) -> None:
+        if name not in self.writers:
+            self.writers[name] = pq.ParquetWriter(self.partition / f"{name}.parquet", table.schema, **PARQUET_OPTIONS)
+        self.writers[name].write_table(table)
+
+    def close(self) -> None:
+        for writer in self.writers.values():
+            writer.close()
+
+
+def _import_day_chunked(
+    files: DayFiles, partition: Path, acc: _Accumulator, chunk_rows: int, ubm: UbmSource, store_root: Path
+) -> dict[str, Any]:
+    """Convert one day chunk by chunk: ``all_stage`` is streamed, memory is bounded by ``chunk_rows`` rows.
+
+    A request whose rows straddle two chunks is carried over whole into the next chunk. Raises :class:`_UnsortedError`
+    (before anything is complete) when the rows are not grouped by increasing request id; the caller then falls
+    back to :func:`_import_day`.
+    """
+    clock = _Clock()
+    with clock("read_feather"):
+        exposure_rows = read_feather_columns(files.realshow, ROW_KINDS)  # exposures: ~2% of the stage rows
+    exp_id = exposure_rows["request_id"]
+    with clock("sequences"):
+        sequences = _SequenceSource(files.seq_effective_50_dict)
+    writer = _ChunkWriter(partition)
+    stats = _DayStats()
+    ids_parts: list[np.ndarray] = []
+    referenced = np.zeros(0, dtype=np.int64)
+    last = np.iinfo(np.int64).min
+
+    def flush(rows: dict[str, np.ndarray], upper: int) -> None:
+        """Write the requests of ``rows`` (complete) and the realshow-only requests up to id ``upper``."""
+        nonlocal last, referenced
+        with clock("index"):
+            starts, run_ids, run_len = _group_rows(rows["request_id"])
+            if len(run_ids) and (run_ids[0] <= last or np.any(run_ids[1:] <= run_ids[:-1])):
+                raise _UnsortedError
+            in_range = (exp_id > last) & (exp_id <= upper)
+            exposure_part = {name: values[in_range] for name, values in exposure_rows.items()}
+            exp_starts, exp_run_ids, exp_run_len = _group_rows(exposure_part["request_id"])
+            ids = np.union1d(run_ids, exp_run_ids)
+            run_rows, exp_run_rows = np.searchsorted(ids, run_ids), np.searchsorted(ids, exp_run_ids)
+            columns = _fill_requests(
+                ids,
+                [
+                    (files.realshow, exposure_part, exp_starts, exp_run_rows),
+                    (files.all_stage, rows, starts, run_rows),
+                ],
+            )
+            index = _RequestIndex(ids, np.repeat(run_rows, run_len), np.zeros(0, np.int32), columns)
+            candidates, stage_count = _candidates(rows, index, acc)
+            n_exposures = np.bincount(np.repeat(exp_run_rows, exp_run_len), minlength=len(ids))
+        with clock("sequences"):
+            seq = sequences.take(ids, acc)
+            if ubm == "all_stage":
+                referenced = np.union1d(referenced, seq["seq_request_id"][seq["seq_time_ms"] > 0])
+        with clock("write"):
+            writer.write("requests", _requests_table(index, n_exposures, seq, stage_count, acc))
+            writer.write("candidates", pa.table(candidates))
+        stats.add(candidates, stage_count)
+        ids_parts.append(ids)
+        if len(ids):
+            last = int(ids[-1])
+
+    carry: dict[str, np.ndarray] | None = None
+    try:
+        with clock("read_feather"):
+            chunks = iter_feather_columns(files.all_stage, ROW_KINDS, chunk_rows)
+            chunk = next(chunks)
+        while chunk is not None:
+            if carry is not None:
+                chunk = {name: np.concatenate([carry[name], chunk[name]]) for name in chunk}
+            with clock("read_feather"):
+                upcoming = next(chunks, None)
+            if upcoming is None:
+                flush(chunk, np.iinfo(np.int64).max)
+                carry = None
+            else:
+                rid = chunk["request_id"]
+                tail = int(np.flatnonzero(np.r_[True, rid[1:] != rid[:-1]])[-1]) if len(rid) else 0
+                carry = {name: values[tail:] for name, values in chunk.items()}
+                if tail:
+                    flush({name: values[:tail] for name, values in chunk.items()}, int(rid[tail]) - 1)
+            chunk = upcoming
+    finally:
+        writer.close()
+    ids = np.concatenate(ids_parts)
+    with clock("index"):
+        exposures = {
+            "request_row": np.searchsorted(ids, exp_id).astype(np.int32),
+            "request_id": exp_id,
+            **_item_columns(exposure_rows, acc),
+        }
+        n_exposures = np.bincount(exposures["request_row"], minlength=len(ids))
+    with clock("sequences"):
+        corpus, corpus_source = _read_corpus(files, np.unique(exposures["video_id"]).astype(np.int64), acc)
+    with clock("write"):
+        _write_tables(partition, {"exposures": pa.table(exposures), "corpus": pa.table({"video_id": corpus})})
+    result: dict[str, Any] = {
+        "all_stage": stats.n["all_stage"],
+        "requests": len(ids),
+        "candidates": stats.n["all_stage"],
+        "exposures": len(exp_id),
+        "requests_over_6_exposures": int((n_exposures > 6).sum()),
+        "exposures_beyond_6": int(np.maximum(n_exposures - 6, 0).sum()),
+        "max_exposures_per_request": int(n_exposures.max(initial=0)),
+        "max_candidates_per_request": stats.max_candidates,
+        "unflagged_rows": stats.n["unflagged_rows"],
+        "multi_flag_rows": stats.n["multi_flag_rows"],
+        "stage_rows": {name: int(n) for name, n in zip(STORE_STAGES, stats.stage_rows, strict=True)},
+        "corpus": len(corpus),
+        "corpus_source": corpus_source,
+        **sequences.stats(len(ids)),
+        "chunk_rows": chunk_rows,
+    }
+    sequences.raw.clear()  # free the inputs before the UBM table
+    exposure_rows.clear()
+    del exposures
+    _import_ubm(files, partition, acc, ubm, referenced, store_root, clock, result)
+    result["phase_seconds"] = clock.seconds
+    return result
+
+
+def _import_ubm(
+    files: DayFiles,
+    partition: Path,
+    acc: _Accumulator,
+    ubm: UbmSource,
+    referenced: np.ndarray | None,
+    store_root: Path | None,
+    clock: _Clock,
+    stats: dict[str, Any],
+) -> None:
+    """Write the day's ``ubm`` table from the UBM pickle, or derive it from the imported stage rows, or not."""
+    stats["ubm_source"] = ubm
+    if ubm == "none":
+        return
+    if ubm == "all_stage":
+        with clock("ubm"):
+            table, ubm_stats, observed = derive_ubm(
+                referenced, _partitions_before(store_root or partition.parent.parent, partition)
+            )
+            _write_tables(partition, {"ubm": table})
+    elif files.ubm_seq_request_id_dict.is_file():
+        with clock("ubm"):
+            table, ubm_stats, observed = _read_ubm(files.ubm_seq_request_id_dict)
+            _write_tables(partition, {"ubm": table})
+    else:
+        logger.warning("%s: absent; the day has no UBM table", files.ubm_seq_request_id_dict)
+        return
+    stats.update(ubm_stats)
+    for name, value in observed.items():
+        acc.observed_max[name] = max(acc.observed_max.get(name, -1), value)
+
+
+def _partitions_before(store_root: Path, partition: Path) -> list[Path]:
+    """The complete day partitions of the store so far, then the day being written."""
+    days = sorted(p for p in (store_root / DAYS_DIR).iterdir() if p.is_dir() and not p.name.startswith("."))
+    return [*days, partition]
+
+
+UBM_STAGES: tuple[str, ...] = ("rank_pos",)
+"""Stages a derived ``ubm`` table keeps (the competing items of RecFlow's UBM experiments are ``rank_pos``)."""
+
+
+def derive_ubm(
+    referenced: np.ndarray, partitions: list[Path], stages: tuple[str, ...] = UBM_STAGES
+) -> tuple[pa.Table, dict[str, int], dict[str, int]]:
+    """The ``ubm`` table of past requests ``referenced``, read from the stage rows of imported day partitions.
+
+    ``ubm_seq_request_id_dict`` holds, for every past request a behaviour sequence references, the same stage rows
+    as that request's rows of ``all_stage``, so the rows of ``stages`` can be read back from the partitions that
+    hold those requests instead of unpickling the dict. Requests outside the partitions (days before the first
+    imported one) get no rows. Only the row groups holding a referenced request are read.
+
+    Args:
+        referenced: Past request ids (sorted, unique).
+        partitions: Day partition directories (``requests.parquet`` and ``candidates.parquet``).
+        stages: Stage names to keep.
+
+    Returns:
+        The table (columns as the pickle-based one), its row counts, and the largest id of each item feature.
+    """
+    codes = np.array([STAGE_CODE[s] for s in stages], dtype=np.int8)
+    names = ["stage", *STAGE_ARRAY_COLUMNS]
+    parts: list[dict[str, np.ndarray]] = []
+    found = 0
+    for partition in partitions:
+        requests = pq.read_table(partition / "requests.parquet", columns=["request_id", "stage_count"])
+        rid = requests.column("request_id").to_numpy()
+        if not len(rid) or not len(referenced) or referenced[-1] < rid[0] or referenced[0] > rid[-1]:
+            continue
+        counts = requests.column("stage_count").combine_chunks().flatten().to_numpy().reshape(len(rid), N_STAGES)
+        wanted = np.isin(rid, referenced)
+        found += int(wanted.sum())
+        ends = np.cumsum(counts.sum(axis=1))
+        file = pq.ParquetFile(partition / "candidates.parquet")
+        start = 0
+        for group in range(file.num_row_groups):
+            size = file.metadata.row_group(group).num_rows
+            # request row of each candidate row of the group (no array over the whole day)
+            owners = np.searchsorted(ends, np.arange(start, start + size), side="right")
+            start += size
+            if not size or not wanted[owners].any():
+                continue
+            data = file.read_row_group(group, columns=names)
+            stage = data.column("stage").to_numpy()
+            keep = wanted[owners] & np.isin(stage, codes)
+            part = {"request_id": rid[owners[keep]]}
+            part.update({name: data.column(name).to_numpy()[keep] for name in names})
+            parts.append(part)
+    columns = {
+        name: np.concatenate([p[name] for p in parts]) if parts else np.zeros(0, np.int64)
+        for name in ["request_id", *names]
+    }
+    key = columns["request_id"] * N_STAGES + columns["stage"]
+    if len(key) and np.any(key[1:] < key[:-1]):
+        order = np.argsort(key, kind="stable")
+        columns = {name: values[order] for name, values in columns.items()}
+    observed = {n: int(columns[n].max()) for n in ITEM_ID_COLUMNS if len(columns[n])}
+    stats = {"ubm_requests": found, "ubm_rows": len(columns["request_id"]), "ubm_unknown_stage_keys": 0}
+    return pa.table(columns), stats, observed
 
 
 def _write_tables(partition: Path, tables: Mapping[str, pa.Table]) -> None:
@@ -462,6 +790,19 @@ def _write_tables(partition: Path, tables: Mapping[str, pa.Table]) -> None:
         ]
         for future in futures:
             future.result()
+
+
+def _import_one(
+    files: DayFiles, partition: Path, acc: _Accumulator, chunk_rows: int | None, ubm: UbmSource, root: Path
+) -> dict[str, Any]:
+    """Import a day streamed in chunks, or whole when ``chunk_rows`` is None or its rows are not sorted."""
+    if chunk_rows is not None:
+        try:
+            return _import_day_chunked(files, partition, acc, chunk_rows, ubm, root)
+        except _UnsortedError:
+            logger.info("%s: rows not grouped by increasing request id; reading the day whole", files.all_stage)
+            shutil.rmtree(partition, ignore_errors=True)
+    return _import_day(files, partition, acc, ubm, root)
 
 
 def _id_cnt(layout: ReleaseLayout) -> dict[str, int]:
@@ -504,26 +845,47 @@ def _feature_sizes(id_cnt: Mapping[str, int], acc: _Accumulator) -> dict[str, in
     return sizes
 
 
-def _import_tests(layout: ReleaseLayout, dst: Path) -> dict[str, Any]:
+def _import_tests(layout: ReleaseLayout, dst: Path, chunk_rows: int | None = None) -> dict[str, Any]:
+    """Copy the official test files' useful columns into ``others/``, chunk by chunk when ``chunk_rows`` is set."""
     out: dict[str, Any] = {}
     for name in TEST_FILES:
         path = layout.test_file(name)
         if path is None:
             continue
         names = feather_column_names(path)
-        wanted = ["request_id", "video_id", "effective_view", *(c for c in TEST_COLUMNS if c in names)]
-        columns = read_feather_columns(path, list(dict.fromkeys(wanted)))
+        wanted = list(
+            dict.fromkeys(["request_id", "video_id", "effective_view", *(c for c in TEST_COLUMNS if c in names)])
+        )
         target = dst / OTHERS_DIR / f"{name}.parquet"
         temporary = target.with_name(f".{target.name}.partial-{os.getpid()}")
-        pq.write_table(pa.table(columns), temporary, **PARQUET_OPTIONS)
+        n_rows = 0
+        flags = dict.fromkeys((s for s in STAGES if s in wanted), 0)
+        ids, counts = [], []
+        writer: pq.ParquetWriter | None = None
+        try:
+            for columns in iter_feather_columns(path, wanted, chunk_rows):
+                table = pa.table(columns)
+                writer = writer or pq.ParquetWriter(temporary, table.schema, **PARQUET_OPTIONS)
+                writer.write_table(table)
+                n_rows += len(columns["request_id"])
+                for stage in flags:
+                    flags[stage] += int(columns[stage].sum())
+                unique, count = np.unique(columns["request_id"], return_counts=True)
+                ids.append(unique)
+                counts.append(count)
+        finally:
+            if writer is not None:
+                writer.close()
         temporary.replace(target)
-        per_request = np.unique(columns["request_id"], return_counts=True)[1]
+        # a request split over chunks is counted once, with all its rows
+        unique, inverse = np.unique(np.concatenate(ids), return_inverse=True)
+        per_request = np.bincount(inverse, weights=np.concatenate(counts), minlength=len(unique))
         out[name] = {
             "source": path.name,
-            "rows": len(columns["request_id"]),
-            "requests": len(per_request),
+            "rows": n_rows,
+            "requests": len(unique),
             "max_rows_per_request": int(per_request.max(initial=0)),
-            "flag_rows": {s: int(columns[s].sum()) for s in STAGES if s in columns},
+            "flag_rows": flags,
         }
     return out
 
@@ -569,6 +931,8 @@ def import_recflow(
     days: list[str] | None = None,
     on_missing_day: Literal["error", "skip"] = "error",
     overwrite: bool = False,
+    chunk_rows: int | None = DEFAULT_CHUNK_ROWS,
+    ubm: UbmSource = "pickle",
 ) -> dict:
     """Convert the official RecFlow release into stcrank's columnar store.
 
@@ -585,6 +949,14 @@ def import_recflow(
         on_missing_day: ``"error"`` stops on a day that lacks a required file (or a calendar gap);
             ``"skip"`` leaves it out, logs it and records it in the manifest.
         overwrite: Replace an existing store at ``dst``.
+        chunk_rows: Stream each day's ``all_stage`` in chunks of about this many rows (a request is never split:
+            one straddling two chunks is carried over whole), writing Parquet row groups as it goes, so memory is
+            bounded by the chunk instead of the day. A day whose rows are not grouped by increasing request id is
+            read whole (with a log line). None reads every day whole.
+        ubm: Source of each day's ``ubm`` table: ``"pickle"`` reads ``ubm_seq_request_id_dict`` (slow: one
+            Python object per stage array); ``"all_stage"`` derives the ``rank_pos`` rows of the referenced past
+            requests from the days already imported (the same rows; requests of days before the first imported
+            day get none); ``"none"`` writes no ``ubm`` table.
 
     Returns:
         The manifest.
@@ -595,6 +967,10 @@ def import_recflow(
         UnsafePickleError: A pickle names a global other than containers, numpy arrays and scalars.
     """
     started = time.perf_counter()
+    if chunk_rows is not None and chunk_rows < 1:
+        raise ValueError(f"chunk_rows must be >= 1 or None, got {chunk_rows}")
+    if ubm not in ("pickle", "all_stage", "none"):
+        raise ValueError(f"ubm must be 'pickle', 'all_stage' or 'none', got {ubm!r}")
     layout = ReleaseLayout(src)
     wanted = sorted(days) if days is not None else layout.calendar()
     if not wanted:
@@ -627,7 +1003,7 @@ def import_recflow(
         final = root / DAYS_DIR / date
         temporary = root / DAYS_DIR / f".{date}.partial-{os.getpid()}"
         try:
-            rows[date] = _import_day(layout.day(date), temporary, acc)
+            rows[date] = _import_one(layout.day(date), temporary, acc, chunk_rows, ubm, root)
         except BaseException:
             shutil.rmtree(temporary, ignore_errors=True)
             raise
@@ -649,12 +1025,13 @@ def import_recflow(
         "skipped_days": skipped,
         "utc_offset_hours": 8,
         "id_shift": 1,
+        "ubm_source": ubm,
         "stages": list(STORE_STAGES),
         "stage_priority": dict(STAGE_PRIORITY),
         "feature_sizes": _feature_sizes(id_cnt, acc),
         "id_cnt": id_cnt,
         "observed_max_id": acc.observed_max,
-        "official_tests": _import_tests(layout, root),
+        "official_tests": _import_tests(layout, root, chunk_rows),
         "rows": rows,
         "totals": totals,
         "seconds": round(time.perf_counter() - started, 3),

@@ -14,7 +14,7 @@ Both spellings of the renamed files are accepted (``retrieval_test``/``recall_te
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -114,7 +114,9 @@ class ReleaseLayout:
         return None
 
 
-def _open_feather(path: Path, columns: Sequence[str] | None) -> ipc.RecordBatchFileReader | pa.Table:
+def _open_feather(
+    path: Path, columns: Sequence[str] | None, memory_map: bool = True
+) -> ipc.RecordBatchFileReader | pa.Table:
     """Open a Feather file: a v2 file as a memory-mapped reader of the selected columns, a v1 file as a table.
 
     Raises:
@@ -123,7 +125,8 @@ def _open_feather(path: Path, columns: Sequence[str] | None) -> ipc.RecordBatchF
     if not path.is_file():
         raise RecFlowFormatError(f"{path}: file not found")
     try:
-        source = pa.memory_map(str(path), "r")
+        # Streaming reads use a plain file: pages of a memory map stay resident (and counted) until it is closed.
+        source = pa.memory_map(str(path), "r") if memory_map else pa.OSFile(str(path), "r")
         reader = ipc.open_file(source)
         if columns is None:
             return reader
@@ -174,6 +177,38 @@ def _check_chunk(values: np.ndarray, kind: str, path: Path, name: str) -> None:
         )
 
 
+def _open_columns(
+    path: Path, kinds: Mapping[str, str], memory_map: bool = True
+) -> tuple[Iterator[pa.RecordBatch], int]:
+    """Record batches of the selected columns (validated names and types) and the number of rows."""
+    table_or_reader = _open_feather(path, list(kinds), memory_map)
+    schema = table_or_reader.schema
+    missing = [c for c in kinds if c not in schema.names]
+    if missing:
+        _raise_missing(path, missing, schema.names)
+    for name in kinds:
+        dtype = schema.field(name).type
+        if not pa.types.is_integer(dtype):
+            raise RecFlowFormatError(f"{path}: column {name!r} has type {dtype}; expected an integer column (int64)")
+    if isinstance(table_or_reader, pa.Table):
+        return iter(table_or_reader.to_batches()), table_or_reader.num_rows
+    reader = table_or_reader
+    # count_rows reads the batch headers only, nothing is decoded
+    return (reader.get_batch(i) for i in range(reader.num_record_batches)), reader.count_rows()
+
+
+def _decode(path: Path, batch: pa.RecordBatch, kinds: Mapping[str, str], out: dict[str, np.ndarray], at: int) -> None:
+    """Check one record batch's columns and copy them, narrowed, into ``out`` at row ``at``."""
+    n = batch.num_rows
+    for name, kind in kinds.items():
+        column = batch.column(name)
+        if column.null_count:
+            raise RecFlowFormatError(f"{path}: column {name!r} has null values; expected integers only")
+        values = column.to_numpy()
+        _check_chunk(values, kind, path, name)
+        out[name][at : at + n] = values
+
+
 def read_feather_columns(path: str | Path, columns: Sequence[str] | Mapping[str, ColumnKind]) -> dict[str, np.ndarray]:
     """Read integer columns of a Feather file into numpy arrays, validating names, types, nulls and ranges.
 
@@ -192,38 +227,57 @@ def read_feather_columns(path: str | Path, columns: Sequence[str] | Mapping[str,
         RecFlowFormatError: Naming the file and the column: file missing, truncated or corrupt, a column missing,
             not an integer type, with nulls, or with values outside its kind's range.
     """
+    chunks = list(iter_feather_columns(path, columns, chunk_rows=None))
+    return chunks[0]
+
+
+def iter_feather_columns(
+    path: str | Path, columns: Sequence[str] | Mapping[str, ColumnKind], chunk_rows: int | None
+) -> Iterator[dict[str, np.ndarray]]:
+    """Read integer columns of a Feather file chunk by chunk (whole record batches), validated as when read whole.
+
+    Memory is bounded by a chunk: the file is memory-mapped and each record batch is decoded once, into the
+    chunk's narrowed arrays.
+
+    Args:
+        path: The Feather file.
+        columns: Columns to read (see :func:`read_feather_columns`).
+        chunk_rows: Rows per chunk: record batches are gathered until a chunk holds at least this many rows
+            (a chunk is larger only by less than one record batch); None reads the whole file as one chunk.
+
+    Yields:
+        Column name -> 1-D integer array, one dict per chunk; at least one (empty) chunk for an empty file.
+
+    Raises:
+        RecFlowFormatError: As :func:`read_feather_columns`.
+    """
     path = Path(path)
     kinds: dict[str, str] = dict(columns) if isinstance(columns, Mapping) else dict.fromkeys(columns, "int64")
-    table_or_reader = _open_feather(path, list(kinds))
-    schema = table_or_reader.schema
-    missing = [c for c in kinds if c not in schema.names]
-    if missing:
-        _raise_missing(path, missing, schema.names)
-    for name in kinds:
-        dtype = schema.field(name).type
-        if not pa.types.is_integer(dtype):
-            raise RecFlowFormatError(f"{path}: column {name!r} has type {dtype}; expected an integer column (int64)")
-    if isinstance(table_or_reader, pa.Table):
-        batches = table_or_reader.to_batches()
-        n_rows = table_or_reader.num_rows
-    else:
-        batches = (table_or_reader.get_batch(i) for i in range(table_or_reader.num_record_batches))
-        n_rows = table_or_reader.count_rows()  # from the batch headers, nothing decoded
-    out = {name: np.empty(n_rows, dtype=_TARGET[kind]) for name, kind in kinds.items()}
-    offset = 0
+    batches, n_rows = _open_columns(path, kinds, memory_map=chunk_rows is None)
+    limit = n_rows if chunk_rows is None else max(1, int(chunk_rows))
+    pending: list[pa.RecordBatch] = []
+    size = 0
+    yielded = False
     try:
         for batch in batches:
-            n = batch.num_rows
-            for name, kind in kinds.items():
-                column = batch.column(name)
-                if column.null_count:
-                    raise RecFlowFormatError(f"{path}: column {name!r} has null values; expected integers only")
-                values = column.to_numpy()
-                _check_chunk(values, kind, path, name)
-                out[name][offset : offset + n] = values
-            offset += n
+            pending.append(batch)
+            size += batch.num_rows
+            if size >= limit:
+                yield _gather(path, pending, size, kinds)
+                yielded = True
+                pending, size = [], 0
+        if pending or not yielded:
+            yield _gather(path, pending, size, kinds)
     except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as error:
         raise RecFlowFormatError(f"{path}: cannot decode a record batch ({error}); the file is corrupt") from error
+
+
+def _gather(path: Path, batches: list[pa.RecordBatch], n_rows: int, kinds: Mapping[str, str]) -> dict[str, np.ndarray]:
+    out = {name: np.empty(n_rows, dtype=_TARGET[kind]) for name, kind in kinds.items()}
+    at = 0
+    for batch in batches:
+        _decode(path, batch, kinds, out, at)
+        at += batch.num_rows
     return out
 
 

@@ -14,6 +14,9 @@ Allowed globals:
 * numpy arrays, dtypes and scalars: ``numpy.ndarray``, ``numpy.dtype`` and ``_reconstruct``, ``scalar`` and
   ``_frombuffer`` under both the numpy 1 (``numpy.core``) and numpy 2 (``numpy._core``) module spellings, so
   pickles written by either load under either.
+
+:class:`DictPickleWriter` writes the other way round: one dict pickle, batch of items by batch of items, so that a
+day's dict of several GB never has to exist in memory to be written (the synthetic release uses it).
 """
 
 from __future__ import annotations
@@ -22,8 +25,9 @@ import codecs
 import collections
 import io
 import pickle
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 import numpy as np
@@ -156,3 +160,53 @@ def loads_pickle(data: bytes, source: str = "<bytes>") -> Any:
         source: A name for error messages.
     """
     return _load(io.BytesIO(data), source)
+
+
+class DictPickleWriter:
+    """Write one pickled ``dict`` incrementally, a batch of items at a time, with memory bounded by the batch.
+
+    The file is an ordinary pickle of a dict (protocol 3, so :func:`pickle.load` and :func:`load_pickle` read it):
+    ``PROTO 3, EMPTY_DICT``, then per batch ``MARK, key, value, ..., SETITEMS``, then ``STOP``. Protocol 3 is
+    used because its memo puts carry explicit indices and it has no frames: each key and value is pickled by one
+    :class:`pickle.Pickler` whose memo is cleared at every batch (so nothing of an earlier batch stays referenced),
+    and the ``STOP`` that ends each of its dumps is overwritten by the next opcode.
+
+    Use as a context manager; the file is complete (and only then loadable) once the writer is closed.
+
+    Args:
+        path: The ``.pkl`` file to write (parents are created).
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = self.path.open("wb")
+        self._pickler = pickle.Pickler(self._file, protocol=3)
+        self._file.write(pickle.PROTO + b"\x03" + pickle.EMPTY_DICT)
+        self.items = 0
+
+    def write(self, items: Iterable[tuple[Any, Any]]) -> None:
+        """Append a batch of ``(key, value)`` items (a key written twice keeps its last value, as in a dict)."""
+        self._pickler.clear_memo()
+        self._file.write(pickle.MARK)
+        for key, value in items:
+            for obj in (key, value):
+                self._pickler.dump(obj)  # PROTO, obj, STOP
+                self._file.seek(-1, io.SEEK_CUR)  # the next opcode replaces STOP
+            self.items += 1
+        self._file.write(pickle.SETITEMS)
+
+    def close(self) -> None:
+        """Finish the pickle (``STOP``) and close the file."""
+        if not self._file.closed:
+            self._file.write(pickle.STOP)
+            self._file.truncate()
+            self._file.close()
+
+    def __enter__(self) -> DictPickleWriter:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.close()

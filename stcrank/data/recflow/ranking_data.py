@@ -12,7 +12,7 @@ import functools
 from stcrank import registry
 from stcrank.data.recflow.batching import SampleKind
 from stcrank.data.recflow.competing import with_competing
-from stcrank.data.recflow.datamodule import RecFlowDataModule
+from stcrank.data.recflow.datamodule import DEFAULT_CHUNK_ROWS, RecFlowDataModule
 from stcrank.data.recflow.schema import STAGE_CODE
 from stcrank.data.recflow.slots import check_slots
 from stcrank.data.recflow.stage_samples import AuxiliaryExposureDay, ExtraNegativeDay, RequestListDay
@@ -77,6 +77,7 @@ class RecFlowRankingDataModule(RecFlowDataModule):
         num_workers: DataLoader workers.
         pin_memory: Pin batches in page-locked memory.
         seed: Seed of the shuffles and of the extra-negative draws.
+        chunk_rows: Stage rows of the day part loaded at a time (see :class:`RecFlowDataModule`).
         negative_sampler: The stage sampler of ``"extra_negatives"`` (``stage_extra`` with its stages and count).
         list_slots: Slot name -> items of ``"request_lists"`` (default :data:`RANK_LIST_SLOTS`).
         aux_stages: Stages of ``"aux_exposures"`` (default :data:`AUX_STAGES`).
@@ -101,6 +102,7 @@ class RecFlowRankingDataModule(RecFlowDataModule):
         num_workers: int = 0,
         pin_memory: bool = False,
         seed: int = 0,
+        chunk_rows: int | None = DEFAULT_CHUNK_ROWS,
         negative_sampler: NegativeSampler | str | None = None,
         list_slots: dict[str, int] | None = None,
         aux_stages: list[str] | None = None,
@@ -138,6 +140,7 @@ class RecFlowRankingDataModule(RecFlowDataModule):
             num_workers=num_workers,
             pin_memory=pin_memory,
             seed=seed,
+            chunk_rows=chunk_rows,
         )
 
     def _competing(self, kind: SampleKind) -> SampleKind:

@@ -38,7 +38,7 @@ from torch.utils.data import DataLoader
 from stcrank import registry
 from stcrank.data.recflow.batching import SampleKind
 from stcrank.data.recflow.collate import compute_labels
-from stcrank.data.recflow.datamodule import RecFlowDataModule
+from stcrank.data.recflow.datamodule import DEFAULT_CHUNK_ROWS, RecFlowDataModule
 from stcrank.data.recflow.schema import CLICK_PRIORITY, FEEDBACK_COLUMNS, STAGE_CODE
 from stcrank.data.recflow.store import RecFlowStore
 from stcrank.plugins import LabelDefinition, NegativeSampler
@@ -246,6 +246,7 @@ class RecFlowRetrievalDataModule(RecFlowDataModule):
         num_workers: DataLoader workers (each keeps one day in memory).
         pin_memory: Pin batches in page-locked memory (for GPU training).
         seed: Seed of the within-day shuffles and of the negative draws.
+        chunk_rows: Stage rows of the day part loaded at a time (see :class:`RecFlowDataModule`).
     """
 
     def __init__(
@@ -262,6 +263,7 @@ class RecFlowRetrievalDataModule(RecFlowDataModule):
         num_workers: int = 0,
         pin_memory: bool = False,
         seed: int = 0,
+        chunk_rows: int | None = DEFAULT_CHUNK_ROWS,
     ) -> None:
         # Set before the parent's constructor, which validates sample_kind through sample_kinds().
         self.negative_sampler = registry.resolve("negative_samplers", negative_sampler)
@@ -277,6 +279,7 @@ class RecFlowRetrievalDataModule(RecFlowDataModule):
             num_workers=num_workers,
             pin_memory=pin_memory,
             seed=seed,
+            chunk_rows=chunk_rows,
         )
 
     @property

@@ -97,6 +97,39 @@ def stage_codes(stages: Iterable[str]) -> list[int]:
     return sorted(set(codes))
 
 
+@dataclass(frozen=True)
+class DayPart:
+    """A range of a day's requests and the candidate rows they own (the unit a bounded-memory loader reads).
+
+    Attributes:
+        day: The day.
+        start: First request row.
+        stop: One past the last request row.
+        candidate_start: First candidate row of request ``start``.
+        candidate_stop: One past the last candidate row of request ``stop - 1``.
+    """
+
+    day: str
+    start: int
+    stop: int
+    candidate_start: int
+    candidate_stop: int
+
+
+def _read_rows(path: Path, columns: Sequence[str] | None, start: int, stop: int) -> pa.Table:
+    """Rows ``start:stop`` of a Parquet file, decoding only the row groups that hold them."""
+    file = pq.ParquetFile(path, memory_map=True)
+    meta = file.metadata
+    bounds = np.concatenate([[0], np.cumsum([meta.row_group(i).num_rows for i in range(meta.num_row_groups)])])
+    groups = [i for i in range(meta.num_row_groups) if bounds[i] < stop and bounds[i + 1] > start]
+    names = list(columns) if columns is not None else None
+    if not groups:
+        empty = file.schema_arrow.empty_table()
+        return empty.select(names) if names is not None else empty
+    table = file.read_row_groups(groups, columns=names)
+    return table.slice(start - int(bounds[groups[0]]), stop - start)
+
+
 class RecFlowStore:
     """Read access to a RecFlow store.
 
@@ -162,6 +195,31 @@ class RecFlowStore:
         except (pa.ArrowInvalid, OSError, KeyError) as error:
             raise RecFlowFormatError(f"{path}: cannot read columns {columns} ({error})") from error
         return {name: _to_numpy(data.column(name)) for name in data.column_names}
+
+    def day_parts(self, day: str, chunk_rows: int | None) -> list[DayPart]:
+        """Split a day into consecutive ranges of requests holding at most ``chunk_rows`` candidate rows each.
+
+        A request with more than ``chunk_rows`` rows gets a part of its own. Reads only ``stage_count``.
+
+        Args:
+            day: A day of the store.
+            chunk_rows: Largest number of candidate (``all_stage``) rows of a part; None gives the whole day.
+        """
+        counts = self.requests(day, ["stage_count"])["stage_count"].astype(np.int64).sum(axis=1)
+        ends = np.cumsum(counts)
+        total = int(ends[-1]) if len(ends) else 0
+        if chunk_rows is None or total <= chunk_rows:
+            return [DayPart(day, 0, len(counts), 0, total)]
+        parts, start, row = [], 0, 0
+        while start < len(counts):
+            stop = max(int(np.searchsorted(ends, row + chunk_rows, side="right")), start + 1)
+            parts.append(DayPart(day, start, stop, row, int(ends[stop - 1])))
+            start, row = stop, int(ends[stop - 1])
+        return parts
+
+    def part(self, part: DayPart) -> RecFlowStore:
+        """A view of this store in which ``part.day`` holds only the requests of ``part`` (see :class:`PartView`)."""
+        return PartView(self, part)
 
     def requests(self, day: str, columns: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         """One row per request of a day, sorted by request id."""
@@ -251,10 +309,20 @@ class RecFlowStore:
         if not self.has_table(day, "ubm"):
             raise RecFlowFormatError(f"{self.root}/{DAYS_DIR}/{day}: no ubm table (the source had no UBM pickle)")
         codes = stage_codes(stages)
-        data = self.read(day, "ubm", sorted({"request_id", "stage", *columns}))
-        keep = np.isin(data["stage"], codes)
-        data = {name: values[keep] for name, values in data.items()}
         request_ids = np.asarray(request_ids, dtype=np.int64)
+        path = self.root / DAYS_DIR / day / "ubm.parquet"
+        # Read only the rows of the wanted stages and id range (row group by row group): the table of a large
+        # day is larger than what one part of it references.
+        filters = [("stage", "in", codes)]
+        if len(request_ids):
+            filters += [("request_id", ">=", int(request_ids.min())), ("request_id", "<=", int(request_ids.max()))]
+        try:
+            table = pq.read_table(path, columns=sorted({"request_id", "stage", *columns}), filters=filters)
+        except (pa.ArrowInvalid, OSError, KeyError) as error:
+            raise RecFlowFormatError(f"{path}: cannot read columns {columns} ({error})") from error
+        data = {name: _to_numpy(table.column(name)) for name in table.column_names}
+        keep = np.isin(data["request_id"], request_ids)
+        data = {name: values[keep] for name, values in data.items()}
         begin = np.searchsorted(data["request_id"], request_ids, side="left")
         end = np.searchsorted(data["request_id"], request_ids, side="right")
         counts = end - begin
@@ -272,3 +340,49 @@ class RecFlowStore:
             raise RecFlowFormatError(f"{path}: the source had no {name} file")
         data = pq.read_table(path, memory_map=True)
         return {column: _to_numpy(data.column(column)) for column in data.column_names}
+
+
+class PartView(RecFlowStore):
+    """The store as seen by a loader of one :class:`DayPart`: its day holds only the part's requests.
+
+    ``requests`` and ``candidates`` of that day are the part's rows (decoding only the row groups that hold them),
+    ``exposures`` are those of the part's requests with ``request_row`` counted from the part's first request, so
+    every per-request structure (stage offsets, stage lists, sequences) comes out aligned with the part. The
+    corpus, the UBM table, the other days and the official tests are the store's.
+
+    Args:
+        store: The store.
+        part: The part.
+    """
+
+    def __init__(self, store: RecFlowStore, part: DayPart) -> None:
+        self.root = store.root
+        self.manifest = store.manifest
+        self.part_of_day = part
+
+    def read(self, day: str, table: str, columns: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """Read columns of a day's table; the part's rows only for its day's requests, candidates and exposures."""
+        part = self.part_of_day
+        if day != part.day or table not in ("requests", "candidates", "exposures"):
+            return super().read(day, table, columns)
+        self._check_day(day)
+        path = self.root / DAYS_DIR / day / f"{table}.parquet"
+        if not path.is_file():
+            raise RecFlowFormatError(f"{path}: not found; the store is damaged (re-import the release)")
+        try:
+            if table == "exposures":
+                # Exposures are in file order (about 2% of the stage rows): select the part's by request row.
+                names = None if columns is None else sorted({"request_row", *columns})
+                data = pq.read_table(path, columns=names, memory_map=True)
+                row = data.column("request_row").to_numpy()
+                keep = (row >= part.start) & (row < part.stop)
+                out = {name: _to_numpy(data.column(name))[keep] for name in data.column_names}
+                out["request_row"] = out["request_row"] - np.int32(part.start)
+                return {name: out[name] for name in (columns if columns is not None else data.column_names)}
+            start, stop = (
+                (part.start, part.stop) if table == "requests" else (part.candidate_start, part.candidate_stop)
+            )
+            data = _read_rows(path, columns, start, stop)
+        except (pa.ArrowInvalid, OSError, KeyError) as error:
+            raise RecFlowFormatError(f"{path}: cannot read columns {columns} ({error})") from error
+        return {name: _to_numpy(data.column(name)) for name in data.column_names}

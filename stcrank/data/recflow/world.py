@@ -42,6 +42,7 @@ INTERACTIONS: dict[str, tuple[float, float]] = {
 _VAR_U = 0.4**2 + 0.6**2 + 0.4**2 + 1.0
 _VAR_V = 1.0 + 0.7**2 + 0.6**2 + 0.5**2
 _SCALE = 1.0 / np.sqrt(DIM * _VAR_U * _VAR_V)
+_MAX_RETRIEVAL_ROUNDS = 200
 
 
 def _alias_table(probability: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -208,7 +209,9 @@ class SyntheticWorld:
             raise ValueError(f"retrieval of {size} items needs a corpus of at least {2 * size} items")
         out = np.empty((n_requests, size), dtype=np.int64)
         todo = np.arange(n_requests)
-        while len(todo):
+        for _ in range(_MAX_RETRIEVAL_ROUNDS):
+            if not len(todo):
+                break
             shape = (len(todo), size + size // 2 + 8)
             draws = rng.integers(0, self.n_items, shape)
             draws = np.where(rng.random(shape) < self.item_alias_probability[draws], draws, self.item_alias[draws])
@@ -223,7 +226,41 @@ class SyntheticWorld:
             complete = (~duplicate).sum(axis=1) >= size
             out[todo[complete]] = np.take_along_axis(draws, first, axis=1)[complete]
             todo = todo[~complete]
+        if len(todo):
+            # Popularity too concentrated for this many distinct items: say so instead of drawing forever.
+            raise ValueError(
+                f"could not draw {size} distinct items by popularity out of {self.n_items} in "
+                f"{_MAX_RETRIEVAL_ROUNDS} rounds; retrieve fewer items (retrieved x retrieval_pool) or use more items"
+            )
         return out
+
+    def sample_personalised_retrieval(
+        self, rng: np.random.Generator, users: np.ndarray, size: int, pool: int, noise: float
+    ) -> np.ndarray:
+        """Draw ``size`` distinct items per request from ``pool * size`` popular ones, by noisy true affinity.
+
+        A stand-in for a personalised retrieval channel: the request's user keeps the ``size`` items of highest
+        ``affinity + N(0, noise^2)`` among ``pool * size`` distinct items drawn by popularity. ``pool = 1`` keeps
+        every drawn item (no personalisation).
+
+        Args:
+            rng: Random generator.
+            users: User of each request, ``[n_requests]``.
+            size: Items per request.
+            pool: Popular items drawn per retrieved item (at least 1).
+            noise: Standard deviation of the retrieval scorer's noise.
+
+        Returns:
+            int64 array ``[n_requests, size]``.
+        """
+        if pool < 1:
+            raise ValueError(f"the retrieval pool must be at least 1, got {pool}")
+        drawn = self.sample_retrieval(rng, len(users), size * pool)
+        if pool == 1:
+            return drawn
+        score = self.affinity(np.asarray(users)[:, None], drawn) + noise * rng.standard_normal(drawn.shape)
+        best = np.argpartition(-score, size - 1, axis=1)[:, :size]
+        return np.take_along_axis(drawn, best, axis=1)
 
     def sample_watch(self, rng: np.random.Generator, users: np.ndarray, items: np.ndarray) -> dict[str, np.ndarray]:
         """Draw the logged feedback of exposures.

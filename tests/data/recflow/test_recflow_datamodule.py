@@ -1,3 +1,4 @@
+import itertools
 import json
 from collections import Counter
 
@@ -187,3 +188,51 @@ def test_worker_processes_keep_the_order(recflow_store):
         return [b["request_id"] for b in module.train_dataloader()]
 
     assert all(torch.equal(a, b) for a, b in zip(run(0), run(2), strict=True))
+
+
+def test_day_parts_bound_memory_and_yield_every_sample_once(recflow_store):
+    store = RecFlowStore(recflow_store)
+    day = store.train_days[0]
+    total = int(store.requests(day, ["stage_count"])["stage_count"].sum())
+    chunk_rows = total // 7
+    parts = store.day_parts(day, chunk_rows)
+    assert (
+        len(parts) >= 7
+        and parts[0].start == 0
+        and parts[-1].stop == len(store.requests(day, ["request_id"])["request_id"])
+    )
+    assert all(a.stop == b.start and a.candidate_stop == b.candidate_start for a, b in itertools.pairwise(parts))
+    assert all(p.candidate_stop - p.candidate_start <= chunk_rows or p.stop - p.start == 1 for p in parts)
+    # a part view sees only its requests, candidates and exposures, aligned with each other
+    view = store.part(parts[2])
+    offsets = view.stage_offsets(day)
+    assert offsets[0, 0] == 0 and offsets[-1, -1] == parts[2].candidate_stop - parts[2].candidate_start
+    exposures = view.exposures(day, ["request_row", "request_id"])
+    requests = view.requests(day, ["request_id"])["request_id"]
+    assert np.array_equal(requests[exposures["request_row"]], exposures["request_id"])
+
+    chunked = RecFlowDataModule(str(recflow_store), batch_size=50, chunk_rows=chunk_rows, seed=3)
+    whole = RecFlowDataModule(str(recflow_store), batch_size=50, chunk_rows=None, seed=3)
+    for kind in ("exposures", "requests"):
+        chunked.sample_kind = whole.sample_kind = kind
+        for epoch in range(2):
+            loaders = [m.train_dataloader() for m in (chunked, whole)]
+            for loader in loaders:
+                loader.sampler.set_epoch(epoch)
+            got, expected = ([b for b in loader] for loader in loaders)
+            if kind == "exposures":
+                assert _batch_keys(got) == _batch_keys(expected) == _exposure_keys(store, store.train_days)
+            else:
+                ids = Counter(r for b in got for r in b["request_id"].tolist())
+                assert ids == Counter(r for b in expected for r in b["request_id"].tolist())
+                assert set(ids.values()) == {1}
+                n_candidates = sum(int(b["candidate_mask"].sum()) for b in got)
+                assert n_candidates == sum(int(b["candidate_mask"].sum()) for b in expected)
+            # the day order is kept: every batch of a day comes before the next day's
+            days = [_day_of_request(store)[int(b["request_id"][0])] for b in got]
+            assert days == sorted(days)
+    # a day that fits in one part behaves exactly as before
+    one = RecFlowDataModule(str(recflow_store), batch_size=50, chunk_rows=10**9, seed=3)
+    whole.sample_kind = "exposures"
+    first, second = next(iter(one.train_dataloader())), next(iter(whole.train_dataloader()))
+    assert all(torch.equal(first[k], second[k]) for k in first)

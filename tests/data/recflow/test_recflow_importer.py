@@ -242,3 +242,74 @@ def test_ungrouped_rows_and_flag_combinations(make_release, tmp_path):
     assert got == expected
     both = (1 << STAGE_CODE["realshow"]) | (1 << STAGE_CODE["rank_pos"])
     assert int((candidates["flags"] == both).sum()) == 5
+
+
+def _rebatch(path, rows_per_batch):
+    """Rewrite a Feather file with small record batches, so that chunks of a few rows exist."""
+    feather.write_feather(feather.read_table(path), str(path), chunksize=rows_per_batch)
+
+
+def _tables(store_root, day):
+    import pyarrow.parquet as pq
+
+    partition = store_root / "days" / day
+    return {p.stem: pq.read_table(p) for p in sorted(partition.glob("*.parquet"))}
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 37, 500, 10**9])
+def test_chunked_import_equals_the_whole_day_import(make_release, tmp_path, chunk_rows):
+    release = make_release(days=2, oversize_exposure_rate=0.2)
+    for day in ("2024-01-13", "2024-01-14"):
+        _rebatch(release / "all_stage" / f"{day}.feather", 29)  # batch boundaries fall inside requests
+    _rebatch(release / "others" / "rank_test.feather", 31)
+    whole = import_recflow(src=str(release), dst=str(tmp_path / "whole"), chunk_rows=None)
+    chunked = import_recflow(src=str(release), dst=str(tmp_path / "chunked"), chunk_rows=chunk_rows)
+    for day in ("2024-01-13", "2024-01-14"):
+        expected, got = _tables(tmp_path / "whole", day), _tables(tmp_path / "chunked", day)
+        assert expected.keys() == got.keys() == {"requests", "candidates", "exposures", "corpus", "ubm"}
+        for name in expected:
+            assert got[name].equals(expected[name]), (day, name)
+        counts = {k: v for k, v in whole["rows"][day].items() if k not in ("phase_seconds", "seconds", "chunk_rows")}
+        assert {k: chunked["rows"][day][k] for k in counts} == counts
+        assert chunked["rows"][day]["chunk_rows"] == chunk_rows
+    assert whole["feature_sizes"] == chunked["feature_sizes"]
+    assert whole["official_tests"] == chunked["official_tests"]
+    for name in ("retrieval_test", "coarse_rank_test", "rank_test"):
+        expected = RecFlowStore(tmp_path / "whole").official_test(name)
+        got = RecFlowStore(tmp_path / "chunked").official_test(name)
+        assert expected.keys() == got.keys() and all(np.array_equal(expected[k], got[k]) for k in expected)
+    assert whole["observed_max_id"] == chunked["observed_max_id"]
+
+
+def test_a_request_spanning_chunks_is_carried_over_whole(make_release, tmp_path):
+    release = make_release(days=1)
+    path = release / "all_stage" / "2024-01-13.feather"
+    ids = _feather(path)["request_id"]
+    _rebatch(path, 7)
+    first_run = int(np.flatnonzero(ids != ids[0])[0])
+    assert first_run > 7  # the first request alone spans several record batches, hence several chunks
+    import_recflow(src=str(release), dst=str(tmp_path / "store"), chunk_rows=7)
+    store = RecFlowStore(tmp_path / "store")
+    requests = store.requests("2024-01-13", ["request_id", "stage_count"])
+    assert requests["request_id"][0] == ids[0] and requests["stage_count"][0].sum() == first_run
+    assert np.array_equal(requests["request_id"], np.unique(ids))
+    assert int(requests["stage_count"].sum()) == len(ids)
+    import pyarrow.parquet as pq
+
+    assert pq.ParquetFile(tmp_path / "store" / "days" / "2024-01-13" / "candidates.parquet").num_row_groups > 1
+
+
+def test_ubm_derived_from_all_stage_equals_the_pickle_rows(make_release, tmp_path):
+    release = make_release(days=3, history_days=0)  # every referenced request is in an imported day
+    from_pickle = import_recflow(src=str(release), dst=str(tmp_path / "pickle"), chunk_rows=300)
+    derived = import_recflow(src=str(release), dst=str(tmp_path / "derived"), chunk_rows=300, ubm="all_stage")
+    assert derived["ubm_source"] == "all_stage"
+    for day in from_pickle["days"]:
+        expected = _tables(tmp_path / "pickle", day)["ubm"]
+        expected = expected.filter(pa.compute.equal(expected.column("stage"), STAGE_CODE["rank_pos"]))
+        got = _tables(tmp_path / "derived", day)["ubm"]
+        assert got.num_rows > 0 and got.equals(expected), day
+    nothing = import_recflow(src=str(release), dst=str(tmp_path / "none"), ubm="none")
+    assert not RecFlowStore(tmp_path / "none").has_table(nothing["days"][0], "ubm")
+    with pytest.raises(ValueError, match="ubm must be"):
+        import_recflow(src=str(release), dst=str(tmp_path / "bad"), ubm="maybe")

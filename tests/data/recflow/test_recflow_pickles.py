@@ -67,3 +67,22 @@ def test_truncated_and_missing_files_are_format_errors(tmp_path):
         load_pickle(path)
     with pytest.raises(RecFlowFormatError, match="not found"):
         load_pickle(tmp_path / "absent.pkl")
+
+
+def test_dict_pickle_writer_streams_an_ordinary_dict(tmp_path):
+    from stcrank.data.recflow.pickles import DictPickleWriter
+
+    expected = {i: {"realshow": np.full((i % 3, 8), i, dtype=np.int64)} for i in range(10)}
+    path = tmp_path / "streamed.pkl"
+    with DictPickleWriter(path) as writer:
+        writer.write(list(expected.items())[:4])
+        writer.write([])
+        writer.write(list(expected.items())[4:])
+    for loaded in (load_pickle(path), pickle.loads(path.read_bytes())):
+        assert list(loaded) == list(expected)
+        assert all(np.array_equal(loaded[k]["realshow"], expected[k]["realshow"]) for k in expected)
+        assert all(loaded[k]["realshow"].dtype == np.int64 for k in expected)
+    truncated = tmp_path / "truncated.pkl"
+    truncated.write_bytes(path.read_bytes()[:-40])
+    with pytest.raises(RecFlowFormatError, match="truncated"):
+        load_pickle(truncated)

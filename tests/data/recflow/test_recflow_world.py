@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from stcrank.data.recflow.world import SyntheticWorld
 
@@ -42,3 +43,24 @@ def test_feedback_is_consistent_and_calibrated():
         assert np.all(feedback[name] <= feedback["effective_view"])
     expected = world.effective_view_probability(users, items).mean()
     assert abs(feedback["effective_view"].mean() - expected) < 0.01
+
+
+def test_personalised_retrieval_keeps_better_items_and_pool_one_is_popularity():
+    world = SyntheticWorld.create(50, 4000, 0)
+    users = np.arange(50)
+    plain = world.sample_retrieval(np.random.default_rng(5), 50, 300)
+    same = world.sample_personalised_retrieval(np.random.default_rng(5), users, 300, 1, 0.5)
+    np.testing.assert_array_equal(plain, same)
+    personalised = world.sample_personalised_retrieval(np.random.default_rng(5), users, 300, 3, 0.5)
+    assert personalised.shape == (50, 300)
+    assert all(len(set(row)) == 300 for row in personalised)
+    gain = world.affinity(users[:, None], personalised).mean() - world.affinity(users[:, None], plain).mean()
+    assert gain > 0.5
+    with pytest.raises(ValueError, match="pool must be at least 1"):
+        world.sample_personalised_retrieval(np.random.default_rng(5), users, 300, 0, 0.5)
+
+
+def test_retrieval_that_cannot_find_enough_distinct_items_fails_clearly():
+    world = SyntheticWorld.create(50, 4000, 0)
+    with pytest.raises(ValueError, match="could not draw 2000 distinct items"):
+        world.sample_retrieval(np.random.default_rng(0), 3, 2000)
