@@ -101,7 +101,8 @@ def evaluate_specs(
     if stage != "explore":
         raise ValueError(f"stage must be 'focus' or 'explore', got {stage!r}")
     arms = {
-        spec["name"]: (build_e_policy(spec.get("e_policy"), seed), build_policy(spec, data, seed)) for spec in specs
+        spec["name"]: (build_e_policy(spec.get("e_policy"), seed, data), build_policy(spec, data, seed))
+        for spec in specs
     }
     return evaluate_explore(world, arms, visits=sessions, seed=seed, config=explore_config)
 

@@ -8,8 +8,12 @@ the same sessions (common random numbers), and each table compares row B with ro
 B, change, and paired deltas with standard errors. Each paper direction (spec section 5) is checked: it holds
 when the paired delta has the expected sign with ``|z| >= 2``.
 
-Rows may name a ``reranker`` and an ``e_policy`` (with ``stage: explore`` for the whole report), the extension
-point for the MSC rows (F-stage look-ahead re-ranking, E-stage cross-stage look-ahead).
+Rows may name a ``reranker`` and an ``e_policy``: the MSC rows (F-stage look-ahead re-ranking, E-stage
+cross-stage look-ahead). A row's ``e_policy`` may name a trained E-stage model by its experiment config
+(``predictor: {config: ...}``), fitted once on the same logs. Tables and directions with ``stage: explore`` are
+computed on whole homepage visits (each row served with its ``e_policy``); the others on F sessions. Tables of
+``kind`` ``category_gain``, ``depth_at_purchase``, ``hit_rate`` and ``beam_gap`` are the MSC analyses
+(:mod:`stcrank.reports.msc`).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from typing import Any, Literal
 
 import yaml
 
+from stcrank.reports.msc import TABLE_KINDS
 from stcrank.simulation.evaluation import Evaluation
 
 TABLE_METRICS: tuple[str, ...] = ("purchases", "ipv", "depth", "gmv", "return_prob")
@@ -96,7 +101,9 @@ class RowSpec:
         tune: Tuning settings: ``objective`` (``sum_auc`` or ``simulated``), ``fixed_task``, ``n_trials``,
             ``ensemble`` (plugin name, default ``linear``).
         reranker: Optional re-ranker spec (name or ``{name, init_args}``).
-        e_policy: Optional homepage policy spec (explore-stage reports).
+        e_policy: Optional homepage policy spec (explore-stage tables); ``predictor.config`` (absolute path) names
+            an E-stage experiment config fitted by the report.
+        ensemble_of: Serve the ensemble of this earlier row (its fixed or tuned weights).
     """
 
     id: str
@@ -105,6 +112,7 @@ class RowSpec:
     tune: dict[str, Any] | None = None
     reranker: Any = None
     e_policy: dict[str, Any] | None = None
+    ensemble_of: str | None = None
 
 
 @dataclass(frozen=True)
@@ -138,11 +146,14 @@ def load_report_config(path: str | Path) -> ReportConfig:
     for index, entry in enumerate(raw["rows"]):
         if not isinstance(entry, dict) or "id" not in entry or "config" not in entry:
             raise ValueError(f"{path}: rows[{index}] needs 'id' and 'config'")
-        if ("ensemble" in entry) == ("tune" in entry):
-            raise ValueError(f"{path}: row {entry['id']!r} needs exactly one of 'ensemble' and 'tune'")
+        if sum(key in entry for key in ("ensemble", "tune", "ensemble_of")) != 1:
+            raise ValueError(f"{path}: row {entry['id']!r} needs exactly one of 'ensemble', 'tune' and 'ensemble_of'")
+        if "ensemble_of" in entry and entry["ensemble_of"] not in [r.id for r in rows]:
+            raise ValueError(f"{path}: row {entry['id']!r}: ensemble_of names no earlier row: {entry['ensemble_of']!r}")
         config = (path.parent / entry["config"]).resolve()
         if not config.is_file():
             raise ValueError(f"{path}: row {entry['id']!r}: config {config} not found")
+        e_policy = _resolve_e_policy(path, entry)
         rows.append(
             RowSpec(
                 id=str(entry["id"]),
@@ -150,7 +161,8 @@ def load_report_config(path: str | Path) -> ReportConfig:
                 ensemble={k: float(v) for k, v in entry["ensemble"].items()} if "ensemble" in entry else None,
                 tune=dict(entry["tune"]) if "tune" in entry else None,
                 reranker=entry.get("reranker"),
-                e_policy=entry.get("e_policy"),
+                e_policy=e_policy,
+                ensemble_of=entry.get("ensemble_of"),
             )
         )
     ids = [row.id for row in rows]
@@ -158,11 +170,57 @@ def load_report_config(path: str | Path) -> ReportConfig:
         raise ValueError(f"{path}: row ids must be unique, got {ids}")
     tables = list(raw.get("tables") or [])
     directions = list(raw.get("directions") or [])
-    for item in [c for t in tables for c in t.get("comparisons", [])] + directions:
-        for key in ("row", "baseline"):
+    for table in tables:
+        kind = table.get("kind", "comparison")
+        if kind not in TABLE_KINDS:
+            raise ValueError(f"{path}: table {table.get('name')!r}: kind must be one of {TABLE_KINDS}, got {kind!r}")
+        if table.get("stage", "focus") not in ("focus", "explore"):
+            raise ValueError(f"{path}: table {table.get('name')!r}: stage must be 'focus' or 'explore'")
+    paired = [c for t in tables for c in _table_items(t) if "kind" not in c] + directions
+    analyses = [t for t in tables if t.get("kind", "comparison") != "comparison"]
+    for item in paired + analyses:
+        needs_baseline = item.get("kind") in (None, "comparison", "category_gain", "depth_at_purchase")
+        for key in ("row", "baseline") if needs_baseline else ("row",):
             if item.get(key) not in ids:
                 raise ValueError(f"{path}: {item} names unknown row {item.get(key)!r} (rows: {ids})")
     return ReportConfig(rows, tables, directions)
+
+
+def _resolve_e_policy(path: Path, entry: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The row's E-policy spec with its predictor's experiment config made absolute (relative to the report)."""
+    spec = entry.get("e_policy")
+    if spec is None:
+        return None
+    spec = dict(spec)
+    predictor = dict(spec.get("predictor") or {})
+    if "config" in predictor:
+        config = (path.parent / predictor["config"]).resolve()
+        if not config.is_file():
+            raise ValueError(f"{path}: row {entry['id']!r}: e_policy predictor config {config} not found")
+        predictor["config"] = config
+        spec["predictor"] = predictor
+    return spec
+
+
+def _table_items(table: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The (row, baseline) items a table names: its comparisons, or the table itself for the MSC analyses."""
+    if table.get("kind", "comparison") == "comparison":
+        return list(table.get("comparisons", []))
+    return [table]
+
+
+def _stage_rows(config: ReportConfig, stage: str) -> list[str]:
+    """Rows named by the tables and directions of one stage, in row order."""
+    named = {
+        item[key]
+        for table in config.tables
+        if table.get("stage", "focus") == stage
+        for item in _table_items(table)
+        for key in ("row", "baseline")
+        if key in item
+    }
+    named |= {d[key] for d in config.directions if d.get("stage", "focus") == stage for key in ("row", "baseline")}
+    return [row.id for row in config.rows if row.id in named]
 
 
 def _fit(row: RowSpec, data: Path, out: Path, preset: Preset, log: Path) -> Any:
@@ -244,23 +302,49 @@ def _delta_cell(evaluation: Evaluation, row: str, baseline: str, metric: str) ->
     }
 
 
-def build_tables(evaluation: Evaluation, config: ReportConfig) -> list[dict[str, Any]]:
-    """Every configured comparison as numbers: A and B means, change, paired delta, SE and z per metric."""
+def _evaluation_of(evaluation: Evaluation | Mapping[str, Evaluation], stage: str) -> Evaluation:
+    return evaluation if isinstance(evaluation, Evaluation) else evaluation[stage]
+
+
+def build_tables(evaluation: Evaluation | Mapping[str, Evaluation], config: ReportConfig) -> list[dict[str, Any]]:
+    """Every configured comparison as numbers: A and B means, change, paired delta, SE and z per metric.
+
+    Args:
+        evaluation: One evaluation, or one per stage (``"focus"``, ``"explore"``) for tables with a ``stage``.
+        config: The report config; a table's ``metrics`` (default :data:`TABLE_METRICS`) picks its columns.
+            Tables of the MSC analysis kinds are skipped here (see :func:`build_msc_tables`).
+
+    Returns:
+        One dict per comparison table.
+    """
     tables = []
     for table in config.tables:
+        if table.get("kind", "comparison") != "comparison":
+            continue
+        stage = table.get("stage", "focus")
+        metrics = list(table.get("metrics", TABLE_METRICS))
         comparisons = []
         for c in table.get("comparisons", []):
-            cells = {m: _delta_cell(evaluation, c["row"], c["baseline"], m) for m in TABLE_METRICS}
+            ev = _evaluation_of(evaluation, stage)
+            cells = {m: _delta_cell(ev, c["row"], c["baseline"], m) for m in metrics}
             comparisons.append({"row": c["row"], "baseline": c["baseline"], "change": c.get("change", ""), **cells})
-        tables.append({"name": table["name"], "title": table.get("title", table["name"]), "comparisons": comparisons})
+        tables.append(
+            {
+                "name": table["name"],
+                "title": table.get("title", table["name"]),
+                "stage": stage,
+                "metrics": metrics,
+                "comparisons": comparisons,
+            }
+        )
     return tables
 
 
-def check_directions(evaluation: Evaluation, config: ReportConfig) -> list[dict[str, Any]]:
+def check_directions(evaluation: Evaluation | Mapping[str, Evaluation], config: ReportConfig) -> list[dict[str, Any]]:
     """Each paper direction with its paired delta, SE, z and verdict (holds / not significant / reversed)."""
     out = []
     for d in config.directions:
-        cell = _delta_cell(evaluation, d["row"], d["baseline"], d["metric"])
+        cell = _delta_cell(_evaluation_of(evaluation, d.get("stage", "focus")), d["row"], d["baseline"], d["metric"])
         sign = 1.0 if d["expect"] == "up" else -1.0
         z = cell["z"] * sign
         verdict = "holds" if z >= Z_THRESHOLD else ("reversed" if z <= -Z_THRESHOLD else "not significant")
@@ -280,18 +364,19 @@ def tables_markdown(tables: Sequence[Mapping[str, Any]]) -> str:
     for table in tables:
         if not table["comparisons"]:
             continue
+        metrics = list(table.get("metrics", TABLE_METRICS))
+        unit = "visit (E + F)" if table.get("stage") == "explore" else "session"
         lines += [f"### {table['title']}", ""]
-        header = "| B | A | change | " + " | ".join(TABLE_METRICS) + " |"
-        lines += [header, "|---|---|---|" + "---:|" * len(TABLE_METRICS)]
+        header = "| B | A | change | " + " | ".join(metrics) + " |"
+        lines += [header, "|---|---|---|" + "---:|" * len(metrics)]
         for c in table["comparisons"]:
-            cells = [_pct(c[m]["relative"], c[m]["relative_se"]) for m in TABLE_METRICS]
+            cells = [_pct(c[m]["relative"], c[m]["relative_se"]) for m in metrics]
             lines.append(f"| {c['row']} | {c['baseline']} | {c['change']} | " + " | ".join(cells) + " |")
-        lines += ["", "Absolute per-session values (A -> B, paired delta ± SE):", ""]
-        lines += ["| B | A | " + " | ".join(TABLE_METRICS) + " |", "|---|---|" + "---:|" * len(TABLE_METRICS)]
+        lines += ["", f"Absolute per-{unit} values (A -> B, paired delta ± SE):", ""]
+        lines += ["| B | A | " + " | ".join(metrics) + " |", "|---|---|" + "---:|" * len(metrics)]
         for c in table["comparisons"]:
             cells = [
-                f"{c[m]['a']:.4g} -> {c[m]['b']:.4g} ({c[m]['delta']:+.3g} ± {c[m]['delta_se']:.2g})"
-                for m in TABLE_METRICS
+                f"{c[m]['a']:.4g} -> {c[m]['b']:.4g} ({c[m]['delta']:+.3g} ± {c[m]['delta_se']:.2g})" for m in metrics
             ]
             lines.append(f"| {c['row']} | {c['baseline']} | " + " | ".join(cells) + " |")
         lines.append("")
@@ -363,11 +448,20 @@ def report_stcrank(
             if unknown:
                 raise ValueError(f"unknown row(s) {unknown}; the rows are {[r.id for r in report_config.rows]}")
             keep = set(rows)
+            missing_sources = {r.ensemble_of for r in report_config.rows if r.id in keep and r.ensemble_of} - keep
+            if missing_sources:
+                raise ValueError(f"rows {sorted(keep)} take the ensemble of rows {sorted(missing_sources)}: add them")
             report_config = ReportConfig(
                 [r for r in report_config.rows if r.id in keep],
                 [
                     {**t, "comparisons": [c for c in t["comparisons"] if {c["row"], c["baseline"]} <= keep]}
                     for t in report_config.tables
+                    if t.get("kind", "comparison") == "comparison"
+                ]
+                + [
+                    t
+                    for t in report_config.tables
+                    if t.get("kind", "comparison") != "comparison" and {t["row"], t.get("baseline", t["row"])} <= keep
                 ],
                 [d for d in report_config.directions if {d["row"], d["baseline"]} <= keep],
             )
@@ -405,29 +499,35 @@ def report_stcrank(
                 trained[key] = (cli, predictions, metrics)
             cli, predictions, metrics = trained[key]
             info: dict[str, Any] = {"config": str(row.config), "val": metrics, "predictions": str(predictions)}
+            formula = (row.tune or {}).get("ensemble", "linear")
             if row.tune is not None:
                 print(f"[{row.id}] tune ensemble weights ({row.tune.get('objective', 'sum_auc')})", flush=True)
                 tuned = _tune(row, cli.model, predictions, data_path, preset, seed)
                 info["tune"] = tuned
                 weights = tuned["weights"]
+            elif row.ensemble_of is not None:
+                weights, formula = dict(row_info[row.ensemble_of]["ensemble"]), row_info[row.ensemble_of]["formula"]
+                info["ensemble_of"] = row.ensemble_of
             else:
                 weights = dict(row.ensemble or {})
-            info["ensemble"] = weights
+            info["ensemble"], info["formula"] = weights, formula
+            e_policy = _fit_e_policy(row, data_path, root, preset, trained, info)
+            if row.reranker is not None:
+                info["reranker"] = row.reranker
             row_info[row.id] = info
-            ensemble = build_ensemble({"name": (row.tune or {}).get("ensemble", "linear"), "weights": weights})
             specs.append(
                 {
                     "name": row.id,
                     "predictor": ModelPredictor(cli.model),
-                    "ensemble": ensemble,
+                    "ensemble": build_ensemble({"name": formula, "weights": weights}),
                     "reranker": build_reranker(row.reranker),
-                    "e_policy": row.e_policy,
+                    "e_policy": e_policy,
                 }
             )
-        print(f"serving {len(specs)} policies on {preset.sessions} sessions each", flush=True)
-        evaluation = _evaluate(data_path, specs, preset.sessions, seed, stage)
-        tables = build_tables(evaluation, report_config)
-        directions = check_directions(evaluation, report_config)
+        evaluations = _evaluate_stages(data_path, specs, report_config, preset.sessions, seed, stage)
+        tables = build_tables(evaluations, report_config)
+        directions = check_directions(evaluations, report_config)
+        msc_tables = _msc_tables(data_path, specs, evaluations, report_config, preset, seed)
         result = {
             "preset": "quick" if quick else "full",
             "sizes": preset.__dict__,
@@ -435,8 +535,9 @@ def report_stcrank(
             "stage": stage,
             "data": str(data_path),
             "rows": row_info,
-            "evaluation": evaluation.to_dict(baseline=evaluation.policies[0]),
+            "evaluation": {name: ev.to_dict(baseline=ev.policies[0]) for name, ev in evaluations.items()},
             "tables": tables,
+            "msc_tables": msc_tables,
             "directions": directions,
             "seconds": time.perf_counter() - started,
         }
@@ -446,6 +547,98 @@ def report_stcrank(
         return result
     finally:
         torch.set_num_threads(previous_threads)
+
+
+def _fit_e_policy(
+    row: RowSpec, data: Path, root: Path, preset: Preset, trained: dict[str, Any], info: dict[str, Any]
+) -> dict[str, Any] | None:
+    """The row's E-policy spec, with an E-stage model named by its config fitted (once per config) on the logs."""
+    spec = dict(row.e_policy) if row.e_policy is not None else None
+    predictor = dict((spec or {}).get("predictor") or {})
+    if spec is None or "config" not in predictor or "checkpoint" in predictor:
+        return spec
+    config = Path(predictor["config"])
+    key = json.dumps(yaml.safe_load(config.read_text()), sort_keys=True)
+    if key not in trained:
+        row_dir = root / "rows" / f"{row.id}-E"
+        row_dir.mkdir(parents=True, exist_ok=True)
+        print(f"[{row.id}] fit E-stage model {config.name} ({preset.epochs} epochs)", flush=True)
+        cli = _fit(RowSpec(id=f"{row.id}-E", config=config), data, row_dir, preset, row_dir / "train.log")
+        metrics = {k: float(v) for k, v in cli.trainer.callback_metrics.items() if k.startswith("val/")}
+        trained[key] = (cli, None, metrics)
+    cli, _, metrics = trained[key]
+    info["e_model"] = {"config": str(config), "val": metrics}
+    spec["predictor"] = {"model": cli.model}
+    return spec
+
+
+def _evaluate_stages(
+    data: Path, specs: list[dict[str, Any]], config: ReportConfig, sessions: int, seed: int, stage: str
+) -> dict[str, Evaluation]:
+    """Serve the rows each stage needs: F sessions for focus tables, homepage visits for explore tables."""
+    if stage == "explore":
+        print(f"serving {len(specs)} arms on {sessions} homepage visits each", flush=True)
+        return {"explore": _evaluate(data, specs, sessions, seed, "explore")}
+    explore_rows = set(_stage_rows(config, "explore"))
+    focus_rows = set(_stage_rows(config, "focus")) | {s["name"] for s in specs if s["name"] not in explore_rows}
+    out = {}
+    for name, rows in (("focus", focus_rows), ("explore", explore_rows)):
+        chosen = [s for s in specs if s["name"] in rows]
+        if chosen:
+            unit = "F sessions" if name == "focus" else "homepage visits"
+            print(f"serving {len(chosen)} policies on {sessions} {unit} each", flush=True)
+            out[name] = _evaluate(data, chosen, sessions, seed, name)
+    return out
+
+
+def _msc_tables(
+    data: Path,
+    specs: list[dict[str, Any]],
+    evaluations: Mapping[str, Evaluation],
+    config: ReportConfig,
+    preset: Preset,
+    seed: int,
+) -> list[dict[str, Any]]:
+    """The MSC analysis tables (category gain, depth at purchase, Hit@K, beam gap to exact)."""
+    from stcrank.data.eshop.reader import read_manifest
+    from stcrank.data.eshop.synth import explore_config_of, load_world
+    from stcrank.reports import msc
+    from stcrank.simulation.model_policy import build_reranker
+
+    wanted = [t for t in config.tables if t.get("kind", "comparison") != "comparison"]
+    if not wanted:
+        return []
+    manifest = read_manifest(data)
+    world, focus_config = load_world(manifest), explore_config_of(manifest).focus
+    by_name = {s["name"]: s for s in specs}
+    recorded: dict[str, tuple[Any, Any]] = {}
+    out = []
+    for table in wanted:
+        kind, row = table["kind"], table["row"]
+        entry = {"name": table["name"], "title": table.get("title", table["name"]), "kind": kind, "row": row}
+        if kind in ("category_gain", "depth_at_purchase"):
+            evaluation = evaluations[table.get("stage", "focus")]
+            entry["baseline"] = table["baseline"]
+            if kind == "category_gain":
+                involvement = world.involvement.tolist()
+                entry["rows"] = msc.category_gain_table(evaluation, row, table["baseline"], involvement)
+            else:
+                entry["rows"] = msc.depth_at_purchase_table(evaluation, row, table["baseline"])
+        else:
+            requests = int(table.get("requests", 1000))
+            if row not in recorded:
+                spec = by_name[row]
+                recorded[row] = msc.record_requests(
+                    world, spec["predictor"], spec["ensemble"], sessions=requests, seed=seed + 7, config=focus_config
+                )
+            value, continue_prob = recorded[row]
+            rerankers = {name: build_reranker(r) for name, r in dict(table.get("rerankers") or {}).items()}
+            if "exact" not in rerankers:
+                rerankers["exact"] = build_reranker("exact")
+            ks = table.get("ks")
+            entry["analysis"] = msc.rerank_analysis(value, continue_prob, focus_config.page_size, rerankers, ks=ks)
+        out.append(entry)
+    return out
 
 
 def _evaluate(data: Path, specs: list[dict[str, Any]], sessions: int, seed: int, stage: str) -> Evaluation:
@@ -460,14 +653,14 @@ def _evaluate(data: Path, specs: list[dict[str, Any]], sessions: int, seed: int,
     policies = {s["name"]: ValuePolicy(s["predictor"], s["ensemble"], s["reranker"]) for s in specs}
     if stage == "focus":
         return evaluate_focus(world, policies, sessions=sessions, seed=seed, config=explore_config.focus)
-    arms = {s["name"]: (build_e_policy(s["e_policy"], seed), policies[s["name"]]) for s in specs}
+    arms = {s["name"]: (build_e_policy(s["e_policy"], seed, data), policies[s["name"]]) for s in specs}
     return evaluate_explore(world, arms, visits=sessions, seed=seed, config=explore_config)
 
 
 def _markdown(result: Mapping[str, Any]) -> str:
     sizes = result["sizes"]
     lines = [
-        "# STCRank MOC tables (simulator)",
+        "# STCRank MOC and MSC tables (simulator)",
         "",
         f"Preset `{result['preset']}`: {sizes['visits']} logged homepage visits, {sizes['epochs']} epochs per row, "
         f"{sizes['sessions']} F sessions per policy (common random numbers), seed {result['seed']}. "
@@ -483,6 +676,11 @@ def _markdown(result: Mapping[str, Any]) -> str:
         weights = ", ".join(f"{k}={v:.3g}" for k, v in info["ensemble"].items())
         tuned = " (tuned)" if "tune" in info else ""
         lines.append(f"| {name} | {aucs} | {weights}{tuned} |")
-    lines += ["", "## Tables", "", tables_markdown(result["tables"]), "## Paper directions", ""]
+    lines += ["", "## Tables", "", tables_markdown(result["tables"])]
+    if result.get("msc_tables"):
+        from stcrank.reports.msc import msc_table_markdown
+
+        lines += ["## MSC analyses", "", *[msc_table_markdown(t) for t in result["msc_tables"]]]
+    lines += ["## Paper directions", ""]
     lines += [directions_markdown(result["directions"]), ""]
     return "\n".join(lines)

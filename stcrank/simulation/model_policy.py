@@ -21,6 +21,7 @@ from stcrank import registry
 from stcrank.plugins import Ensemble
 from stcrank.simulation.policies import (
     EPolicy,
+    EPredictor,
     ETruthPredictor,
     EValuePolicy,
     FPolicy,
@@ -29,7 +30,7 @@ from stcrank.simulation.policies import (
     ValuePolicy,
     WeightedSum,
 )
-from stcrank.simulation.requests import FRequest
+from stcrank.simulation.requests import ERequest, FRequest
 
 
 class ModelPredictor(FPredictor):
@@ -62,6 +63,26 @@ class ModelPredictor(FPredictor):
             chunk = {name: values[start : start + self.chunk_rows] for name, values in columns.items()}
             parts.append(self._score(chunk))
         return {task: torch.cat([p[task] for p in parts]).float() for task in parts[0]}
+
+
+class EModelPredictor(EPredictor):
+    """Predicted probabilities of a trained E-stage model (e.g. :class:`~stcrank.tasks.esmm.ESMMTask`) on homepages.
+
+    Scores the homepage candidates' feature columns (:meth:`~stcrank.simulation.requests.ERequest.columns`),
+    named as in the E log the model was trained on. An ESMM task returns its factors (``ctr``, ``sdr_star``,
+    ``cvr_f_star``, ``cvr_detail``) and products (``cvr_e``, ...), the inputs of the ``cross_stage`` ensemble.
+
+    Args:
+        model: The trained task (``predict_probabilities(columns) -> {name: [R, n]}``) or network.
+        chunk_rows: Homepage requests scored per forward pass.
+    """
+
+    def __init__(self, model: nn.Module, chunk_rows: int = 512) -> None:
+        self.scorer = ModelPredictor(model, chunk_rows)
+
+    def predict(self, request: ERequest) -> dict[str, Tensor]:
+        """Return ``{name: probability [R, n]}`` for every prediction of the model."""
+        return self.scorer.predict(request)  # the scorer only reads columns() and candidates
 
 
 def load_task(config: str | Path, checkpoint: str | Path, data_root: str | Path) -> nn.Module:
@@ -196,19 +217,57 @@ def build_policy(spec: Mapping[str, Any], data_root: str | Path | None = None, s
     )
 
 
-def build_e_policy(spec: Mapping[str, Any] | None, seed: int = 0) -> EPolicy:
-    """A homepage policy: ``{"truth": {"noise": ...}, "ensemble": {"ctr": 1.0}}``; None gives noisy-ctr ranking.
+def build_e_predictor(spec: Mapping[str, Any], data_root: str | Path | None = None, seed: int = 0) -> EPredictor:
+    """A homepage predictor from ``{"truth": {noise, ...}}``, ``{"model": task}`` or ``{"config", "checkpoint"}``.
 
-    This is where an E-stage (cross-stage look-ahead) policy plugs in: any spec whose ensemble reads the
-    ``f_conv`` prediction (see :class:`~stcrank.simulation.policies.ETruthPredictor`).
+    Args:
+        spec: The predictor spec (a checkpoint is rebuilt with :func:`load_task`).
+        data_root: Log directory (needed for a checkpoint).
+        seed: Default seed of the truth predictor's noise.
+
+    Returns:
+        The predictor.
+
+    Raises:
+        ValueError: If the spec is none of the forms.
+    """
+    spec = dict(spec)
+    if "truth" in spec:
+        return ETruthPredictor(**{"noise": 0.8, "seed": seed, **dict(spec["truth"] or {})})
+    if "model" in spec:
+        return EModelPredictor(spec["model"])
+    if "checkpoint" in spec and "config" in spec:
+        if data_root is None:
+            raise ValueError("a checkpoint predictor needs the log directory (data root)")
+        return EModelPredictor(load_task(spec["config"], spec["checkpoint"], data_root))
+    raise ValueError(f"E predictor spec must have 'truth', 'model' or 'config' + 'checkpoint'; got keys {sorted(spec)}")
+
+
+def build_e_policy(spec: Mapping[str, Any] | None, seed: int = 0, data_root: str | Path | None = None) -> EPolicy:
+    """A homepage policy from a spec; None gives noisy-ctr ranking.
+
+    Forms:
+
+    * ``{"truth": {"noise": ...}, "ensemble": {"ctr": 1.0}}``: the truth plus logit noise;
+    * ``{"predictor": {"config": ..., "checkpoint": ...}, "ensemble": ...}`` (or ``{"model": task}``, or
+      ``{"truth": ...}``): a trained E-stage model such as ``configs/experiments/stcrank/esmm_explore.yaml``.
+
+    The cross-stage look-ahead policy (eq. 10) is a trained ESMM served with
+    ``{"name": "cross_stage", "init_args": {"lookahead_weight": 1.0}}``; ``lookahead_weight: 0`` ranks the same
+    model point-wise by ``cvr_e``. A truth-with-noise variant reads the ``f_conv`` prediction of
+    :class:`~stcrank.simulation.policies.ETruthPredictor`.
 
     Args:
         spec: The E-policy spec, or None.
         seed: Seed of the prediction noise.
+        data_root: Log directory (for a checkpoint predictor).
 
     Returns:
         The homepage policy (greedy, no exploration).
     """
     spec = dict(spec or {})
-    truth = {"noise": 0.8, "seed": seed, **dict(spec.get("truth") or {})}
-    return EValuePolicy(ETruthPredictor(**truth), build_ensemble(spec.get("ensemble", {"ctr": 1.0})))
+    if "predictor" in spec:
+        predictor = build_e_predictor(spec["predictor"], data_root, seed)
+    else:
+        predictor = ETruthPredictor(**{"noise": 0.8, "seed": seed, **dict(spec.get("truth") or {})})
+    return EValuePolicy(predictor, build_ensemble(spec.get("ensemble", {"ctr": 1.0})))

@@ -48,8 +48,14 @@ def test_shipped_config_has_the_moc_rows():
         "SDR-2",
         "SDR-3",
         "MOC-3",
+        "MSC-1",
+        "MSC-1-exact",
+        "MSC-2",
     ]
-    assert config.rows[-1].tune is not None and config.rows[0].ensemble == {"cvr": 1.0}
+    rows = {r.id: r for r in config.rows}
+    assert rows["MOC-3"].tune is not None and config.rows[0].ensemble == {"cvr": 1.0}
+    assert rows["MSC-1"].ensemble_of == "MOC-3" and rows["MSC-2"].e_policy["predictor"]["config"].is_file()
+    assert {t.get("kind", "comparison") for t in config.tables} >= {"category_gain", "depth_at_purchase", "hit_rate"}
 
 
 def test_directions_verdicts_use_the_paired_z(tmp_path):
@@ -77,6 +83,14 @@ def test_bad_configs_are_reported(tmp_path):
     (tmp_path / "r.yaml").write_text("rows:\n  - {id: A, config: c.yaml}\n")
     with pytest.raises(ValueError, match="exactly one"):
         load_report_config(tmp_path / "r.yaml")
+    (tmp_path / "r.yaml").write_text("rows:\n  - {id: A, config: c.yaml, ensemble_of: B}\n")
+    with pytest.raises(ValueError, match="no earlier row"):
+        load_report_config(tmp_path / "r.yaml")
+    (tmp_path / "r.yaml").write_text(
+        "rows:\n  - {id: A, config: c.yaml, ensemble: {cvr: 1}}\ntables:\n  - {name: t, kind: nope, row: A}\n"
+    )
+    with pytest.raises(ValueError, match="kind must be one of"):
+        load_report_config(tmp_path / "r.yaml")
 
 
 def test_presets_keep_full_runs_realistic():
@@ -103,3 +117,21 @@ def test_two_rows_end_to_end(eshop_store, tmp_path):
     assert [d["row"] for d in result["directions"]] == ["MOC-base", "MOC-base"]
     assert json.loads((tmp_path / "report.json").read_text())["tables"][0]["comparisons"][0]["row"] == "MOC-base"
     assert "Paper directions" in (tmp_path / "report.md").read_text()
+
+
+def test_explore_stage_items_use_the_explore_evaluation(tmp_path):
+    (tmp_path / "c.yaml").write_text("model: {}\n")
+    rows = "".join(f"  - {{id: {r}, config: c.yaml, ensemble: {{cvr: 1.0}}}}\n" for r in "ABCD")
+    tables = (
+        "tables:\n  - name: t\n    stage: explore\n    metrics: [purchases]\n    comparisons:\n"
+        "      - {row: C, baseline: A}\n"
+    )
+    dirs = "directions:\n  - {row: B, baseline: A, metric: purchases, expect: up, stage: explore, claim: x}\n"
+    (tmp_path / "r.yaml").write_text("rows:\n" + rows + tables + dirs)
+    config = load_report_config(tmp_path / "r.yaml")
+    evaluations = {"focus": fake_evaluation(), "explore": fake_evaluation()}
+    evaluations["explore"].metrics["B"] = evaluations["explore"].metrics["C"]  # B falls in the explore stage
+    assert check_directions(evaluations, config)[0]["verdict"] == "reversed"
+    table = build_tables(evaluations, config)[0]
+    assert table["metrics"] == ["purchases"] and set(table["comparisons"][0]) >= {"purchases"}
+    assert "ipv" not in table["comparisons"][0]

@@ -93,3 +93,47 @@ def test_load_task_restores_a_checkpoint(eshop_store, tmp_path):
         assert torch.equal(a, b), name
     with pytest.raises(FileNotFoundError):
         load_task(config, tmp_path / "missing.ckpt", eshop_store)
+
+
+def test_e_policy_serves_a_trained_e_model_with_the_cross_stage_ensemble(eshop_store, tmp_path):
+    from stcrank.cli import main
+    from stcrank.models.esmm import ESMM
+    from stcrank.simulation.evaluation import evaluate_explore
+    from stcrank.simulation.explore import sample_visits
+    from stcrank.simulation.model_policy import EModelPredictor, build_e_policy
+    from stcrank.simulation.policies import ERequest
+    from stcrank.tasks.esmm import ESMMTask
+
+    manifest = read_manifest(eshop_store)
+    world, config = load_world(manifest), explore_config_of(manifest)
+    task = ESMMTask(
+        lambda s: ESMM(s, embedding_dim=4, num_experts=1, expert_hidden=[8], tower_hidden=[4]),
+        feature_sizes=manifest["feature_sizes"],
+    )
+    lookahead = {"name": "cross_stage", "init_args": {"lookahead_weight": 1.0}}
+    policy = build_e_policy({"predictor": {"model": task}, "ensemble": lookahead})
+    users, keys = sample_visits(world, 8, seed=0)
+    candidates = torch.arange(40).view(8, 5) % world.n_items
+    request = ERequest(world=world, visit_key=keys, user=users, candidates=candidates)
+    predictions = EModelPredictor(task).predict(request)
+    expected = predictions["cvr_e"] + predictions["ctr"] * predictions["sdr_star"] * predictions["cvr_f_star"]
+    order = policy.rank(request, 3)
+    torch.testing.assert_close(order, torch.topk(expected, 3, dim=1).indices)
+    f_policy = build_policy({"predictor": {"truth": {"noise": 0.5}}, "ensemble": {"cvr": 1.0}})
+    evaluation = evaluate_explore(world, {"lookahead": (policy, f_policy)}, visits=40, seed=0, config=config)
+    assert evaluation.metrics["lookahead"]["f_entries"].shape == (40,)
+    # A checkpoint of esmm_explore.yaml serves the same way.
+    from pathlib import Path
+
+    esmm = Path(__file__).resolve().parents[2] / "configs" / "experiments" / "stcrank" / "esmm_explore.yaml"
+    fitted = main(["fit", "-c", str(esmm), f"--data.root={eshop_store}", f"--trainer.default_root_dir={tmp_path}",
+                   "--trainer.fast_dev_run=true"])  # fmt: skip
+    fitted.trainer.save_checkpoint(tmp_path / "e.ckpt")
+    spec = {"predictor": {"config": str(esmm), "checkpoint": str(tmp_path / "e.ckpt")}, "ensemble": lookahead}
+    restored = build_e_policy(spec, data_root=eshop_store)
+    served = build_e_policy({"predictor": {"model": fitted.model}, "ensemble": lookahead})
+    torch.testing.assert_close(restored.rank(request, 3), served.rank(request, 3))
+    with pytest.raises(ValueError, match="data root"):
+        build_e_policy({"predictor": {"config": str(esmm), "checkpoint": "x.ckpt"}, "ensemble": lookahead})
+    with pytest.raises(ValueError, match="'truth', 'model'"):
+        build_e_policy({"predictor": {"nothing": 1}})
