@@ -13,11 +13,13 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric, MetricCollection
 from torchmetrics.classification import BinaryAUROC
+from torchmetrics.utilities.data import dim_zero_cat
 
 from stcrank.metrics.functional import _check_ks, log_loss_sums, ranking_sums_padded
 from stcrank.metrics.retrieval import retrieval_sums
 
 __all__ = [
+    "BinaryAUC",
     "BinaryLogLoss",
     "CorpusRetrievalMetrics",
     "NormalizedNDCG",
@@ -247,10 +249,41 @@ class BinaryLogLoss(Metric):
         return _safe_div(self.loss_sum, self.count)
 
 
+class BinaryAUC(BinaryAUROC):
+    """Exact global ROC AUC (torchmetrics' ``BinaryAUROC``) that is NaN where it is undefined.
+
+    ``BinaryAUROC`` returns ``0`` (with a warning) when every label is of one class, a number that reads as a
+    perfectly wrong model. Here the AUC of a single class (or of nothing) is NaN, and NaN scores are rejected
+    at ``update`` instead of being ranked arbitrarily.
+    """
+
+    def update(self, preds: Tensor, target: Tensor) -> None:
+        """Accumulate a batch of scores and 0/1 labels.
+
+        Args:
+            preds: Probabilities or logits.
+            target: 0/1 labels of the same shape.
+
+        Raises:
+            ValueError: When ``preds`` holds NaN.
+        """
+        if bool(torch.isnan(preds).any()):
+            raise ValueError("BinaryAUC: preds contains NaN scores; expected finite probabilities or logits")
+        super().update(preds, target)
+
+    def compute(self) -> Tensor:
+        """The AUC over everything seen; NaN when the labels seen are all of one class or nothing was seen."""
+        target = dim_zero_cat(self.target) if isinstance(self.target, list) and self.target else self.target
+        if isinstance(target, list) or target.numel() == 0 or bool(target.min() == target.max()):
+            return torch.tensor(float("nan"))
+        return super().compute()
+
+
 def exposure_metrics(eps: float | None = None) -> MetricCollection:
     """AUC and LogLoss of exposure-level probabilities, as RecFlow's coarse and rank evaluations report them.
 
-    Both are global over all exposures (not per-user GAUC). The AUC is torchmetrics' exact ``BinaryAUROC``.
+    Both are global over all exposures (not per-user GAUC). The AUC is :class:`BinaryAUC`: torchmetrics' exact
+    ``BinaryAUROC``, NaN when only one class was seen.
 
     Args:
         eps: LogLoss clipping bound, see :class:`BinaryLogLoss`.
@@ -258,4 +291,4 @@ def exposure_metrics(eps: float | None = None) -> MetricCollection:
     Returns:
         A collection with keys ``"auc"`` and ``"logloss"``, updated with ``(probabilities, labels)``.
     """
-    return MetricCollection({"auc": BinaryAUROC(), "logloss": BinaryLogLoss(eps=eps)})
+    return MetricCollection({"auc": BinaryAUC(), "logloss": BinaryLogLoss(eps=eps)})

@@ -45,8 +45,26 @@ class RecFlowEmbeddings(nn.Module):
             {name: nn.Embedding(int(feature_sizes[name]), embedding_dim, padding_idx=0) for name in names}
         )
 
+    def _check_ids(self, ids: Tensor, names: tuple[str, ...]) -> None:
+        # An id outside its table would fail deep inside torch (an IndexError on CPU, a device assert on GPU)
+        # without naming the feature; one reduction per lookup names it instead.
+        if ids.numel() == 0 or torch.compiler.is_compiling():
+            return
+        sizes = torch.tensor([self.tables[name].num_embeddings for name in names], device=ids.device)
+        flat = ids[..., : len(names)].reshape(-1, len(names))
+        bad = ((flat < 0) | (flat >= sizes)).any(dim=0)
+        if bool(bad.any()):
+            position = int(bad.nonzero()[0, 0])
+            column = flat[:, position]
+            raise ValueError(
+                f"feature {names[position]!r}: ids in [{int(column.min())}, {int(column.max())}] but its embedding "
+                f"table has {int(sizes[position])} rows (padding row 0 included); the model's feature_sizes must "
+                "come from the same store as the data"
+            )
+
     def _embed(self, ids: Tensor, names: tuple[str, ...]) -> Tensor:
         # ids [..., len(names)] -> [..., len(names), d]
+        self._check_ids(ids, names)
         columns = [self.tables[name](ids[..., position]) for position, name in enumerate(names)]
         return torch.stack(columns, dim=-2)
 

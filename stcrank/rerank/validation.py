@@ -43,7 +43,8 @@ def check_scores(value: Tensor, continue_prob: Tensor) -> tuple[Tensor, Tensor]:
     """Check the candidate scores of a batch and bring them to one floating dtype.
 
     Args:
-        value: Value of each candidate, shape ``[R, n]``; must be finite.
+        value: Value of each candidate, shape ``[R, n]``; must be finite, of magnitude at most the dtype's maximum
+            divided by ``n``.
         continue_prob: Probability that the user continues after each candidate, ``[R, n]``, in ``[0, 1]``.
 
     Returns:
@@ -51,7 +52,9 @@ def check_scores(value: Tensor, continue_prob: Tensor) -> tuple[Tensor, Tensor]:
 
     Raises:
         TypeError: If either tensor is not floating point.
-        ValueError: If ``value`` holds NaN or an infinity, or ``continue_prob`` holds NaN or leaves ``[0, 1]``.
+        ValueError: If ``value`` holds NaN or an infinity or values so large that a list value could overflow
+            (magnitude above the dtype's maximum divided by ``n``), or ``continue_prob`` holds NaN or leaves
+            ``[0, 1]``.
     """
     for name, tensor in (("value", value), ("continue_prob", continue_prob)):
         if not tensor.is_floating_point():
@@ -67,6 +70,14 @@ def check_scores(value: Tensor, continue_prob: Tensor) -> tuple[Tensor, Tensor]:
         if nan.any():
             raise ValueError(f"value contains NaN at {_first_position(nan)}")
         raise ValueError(f"value must be finite; found an infinity at {_first_position(torch.isinf(value))}")
+    # A list value sums up to n candidate values: bound them so that no sum overflows to inf (and 0 * inf to NaN).
+    limit = torch.finfo(dtype).max / value.shape[1]
+    largest = max(-float(low), float(high))
+    if largest > limit:
+        raise ValueError(
+            f"value holds {largest:.3g} in magnitude; expected at most {limit:.3g} (the {dtype} maximum over "
+            f"n={value.shape[1]} candidates), so that list values cannot overflow"
+        )
     low, high = torch.aminmax(continue_prob)
     if not (bool(low >= 0) and bool(high <= 1)):
         nan = torch.isnan(continue_prob)

@@ -6,7 +6,7 @@ from torch import Tensor
 
 from stcrank.plugins import Reranker
 from stcrank.rerank.ordering import stable_topk
-from stcrank.rerank.validation import check_scores
+from stcrank.rerank.validation import check_batch, check_scores
 
 
 class GreedyReranker(Reranker):
@@ -28,7 +28,9 @@ class GreedyReranker(Reranker):
             ``LongTensor[R, k]`` candidate indices in display order.
 
         Raises:
-            ValueError: If ``value`` or ``continue_prob`` holds NaN or invalid values.
+            TypeError: If ``k`` is not an int or a tensor is not floating point.
+            ValueError: On mismatched shapes, ``k`` outside ``[1, n]``, or NaN or invalid values.
         """
+        check_batch(value, continue_prob, k)
         value, _ = check_scores(value, continue_prob)
         return stable_topk(value, k)[1]

@@ -183,8 +183,9 @@ def validate_table(
 ) -> pa.Table:
     """Check a log table against the schema and cast it to the canonical types.
 
-    Checks: every required column present; each column of the right kind; no nulls; flags 0/1; floats not
-    NaN; ``watch_time`` not negative; categorical ids in ``[1, feature_size)`` when sizes are given.
+    Checks: every required column present; each column of the right kind and its values within the canonical
+    type's range; no nulls; flags 0/1; floats finite (no NaN, no infinity); ``watch_time`` not negative;
+    categorical ids in ``[1, feature_size)`` when sizes are given.
 
     Args:
         table: The table read from ``file``.
@@ -223,7 +224,15 @@ def validate_table(
             nans = pc.sum(pc.is_nan(values)).as_py()
             if nans:
                 raise EshopSchemaError(f"{where} has {nans} NaN value(s); expected finite numbers")
-        values = values.cast(column.dtype)
+            infinite = pc.sum(pc.is_inf(values)).as_py()
+            if infinite:
+                raise EshopSchemaError(f"{where} has {infinite} infinite value(s); expected finite numbers")
+        try:
+            values = values.cast(column.dtype)
+        except pa.ArrowInvalid as err:  # a value out of the canonical type's range (the safe cast refuses it)
+            raise EshopSchemaError(
+                f"{where} has type {values.type} with values that do not fit {_expected(column)} ({err})"
+            ) from err
         if column.name == "watch_time" and len(values) and pc.min(values).as_py() < 0:
             raise EshopSchemaError(f"{where} has negative values; expected seconds >= 0")
         if column.categorical and len(values):

@@ -67,15 +67,48 @@ logger = logging.getLogger(__name__)
 _PRIORITY_OF_CODE = np.array([STAGE_PRIORITY[name] for name in STORE_STAGES], dtype=np.int8)
 
 
-def _shifted(columns: Mapping[str, np.ndarray], names: Sequence[str]) -> Tensor:
-    """Stack id columns into an int32 ``[N, len(names)]`` tensor, shifted by +1 (0 = padding)."""
-    stacked = np.stack([np.asarray(columns[name], dtype=np.int32) for name in names], axis=-1)
+_MAX_ID = int(np.iinfo(np.int32).max) - 1
+"""Largest store id whose shifted value (+1) still fits the int32 batch tensors."""
+
+
+def _checked_ids(values: np.ndarray, name: str, source: str) -> np.ndarray:
+    """``values`` as int32 after checking that they are integer ids in ``[0, _MAX_ID]`` (no silent wrap-around)."""
+    values = np.asarray(values)
+    if not (np.issubdtype(values.dtype, np.integer) or values.dtype == np.bool_):
+        raise TypeError(f"{source}: column {name!r} has dtype {values.dtype}; expected integer ids")
+    if values.size:
+        low, high = int(values.min()), int(values.max())
+        if low < 0 or high > _MAX_ID:
+            raise ValueError(
+                f"{source}: column {name!r} has ids in [{low}, {high}]; expected 0-based ids in [0, {_MAX_ID}] "
+                "(shifted by +1 into int32 batch tensors)"
+            )
+    return values.astype(np.int32, copy=False)
+
+
+def _shifted(columns: Mapping[str, np.ndarray], names: Sequence[str], source: str = "batch") -> Tensor:
+    """Stack id columns into an int32 ``[N, len(names)]`` tensor, shifted by +1 (0 = padding).
+
+    Raises:
+        TypeError: If a column is not integer.
+        ValueError: If a column holds a negative id or one that does not fit int32 once shifted.
+    """
+    stacked = np.stack([_checked_ids(columns[name], name, source) for name in names], axis=-1)
     return torch.from_numpy(stacked + 1)
 
 
-def item_matrix(columns: Mapping[str, np.ndarray]) -> Tensor:
-    """Item features ``[N, 8]`` (int32, shifted) in :data:`~stcrank.data.recflow.schema.ITEM_FEATURES` order."""
-    return _shifted(columns, ITEM_FEATURES)
+def item_matrix(columns: Mapping[str, np.ndarray], source: str = "item columns") -> Tensor:
+    """Item features ``[N, 8]`` (int32, shifted) in :data:`~stcrank.data.recflow.schema.ITEM_FEATURES` order.
+
+    Args:
+        columns: The item id columns by name (0-based store ids).
+        source: Where the columns come from (for error messages).
+
+    Raises:
+        TypeError: If a column is not integer.
+        ValueError: If an id is negative or too large for the int32 batch layout.
+    """
+    return _shifted(columns, ITEM_FEATURES, source)
 
 
 def compute_labels(label: LabelDefinition, columns: Mapping[str, np.ndarray], source: str) -> tuple[Tensor, Tensor]:
@@ -90,10 +123,16 @@ def compute_labels(label: LabelDefinition, columns: Mapping[str, np.ndarray], so
         ``(target float32 [N], keep bool [N])``: rows outside the label's mask are to be dropped.
 
     Raises:
-        ValueError: If the label gives sample weights other than 1 (the batch layout has no weight).
+        ValueError: If the label rejects the columns (NaN or invalid values; the message is prefixed with
+            ``source``), gives NaN targets, or gives sample weights other than 1 (the batch layout has no weight).
     """
     tensors = {name: torch.from_numpy(np.array(values)) for name, values in columns.items()}  # writable copies
-    output = label(tensors)
+    try:
+        output = label(tensors)
+    except ValueError as error:
+        raise ValueError(f"{source}: {error}") from error
+    if output.target.is_floating_point() and bool(torch.isnan(output.target[output.mask.bool()]).any()):
+        raise ValueError(f"{source}: label {type(label).__name__} gives NaN targets; expected finite labels")
     if output.weight.numel() and not bool(torch.all(output.weight == 1)):
         raise ValueError(
             f"{source}: label {type(label).__name__} gives sample weights other than 1; the RecFlow batch layout "
@@ -117,13 +156,20 @@ class RequestFeatures:
         """Read a day's requests table."""
         names = ["request_id", *CONTEXT_FEATURES, *USER_FEATURES, "seq_time_ms", *(f"seq_{n}" for n in SEQ_FEATURES)]
         data = store.requests(day, names)
+        source = f"{store.root}/{day}/requests"
         mask = data["seq_time_ms"] > 0
-        seq = np.stack([np.asarray(data[f"seq_{n}"], dtype=np.int32) + 1 for n in SEQ_FEATURES], axis=-1)
-        seq *= mask[:, :, None]
+        # Padding slots of the sequence may hold anything: only real behaviours are range-checked.
+        seq = np.stack(
+            [
+                np.where(mask, _checked_ids(np.where(mask, data[f"seq_{n}"], 0), f"seq_{n}", source), -1) + 1
+                for n in SEQ_FEATURES
+            ],
+            axis=-1,
+        ).astype(np.int32)
         return cls(
             request_id=torch.from_numpy(data["request_id"].astype(np.int64)),
-            context=_shifted(data, CONTEXT_FEATURES),
-            user=_shifted(data, USER_FEATURES),
+            context=_shifted(data, CONTEXT_FEATURES, source),
+            user=_shifted(data, USER_FEATURES, source),
             seq=torch.from_numpy(seq),
             seq_mask=torch.from_numpy(mask),
         )
@@ -154,7 +200,7 @@ class ExposureDay:
         target, keep = compute_labels(label, {n: data[n] for n in FEEDBACK_COLUMNS}, f"{store.root}/{day}/exposures")
         keep_np = keep.numpy()
         self.request_row = torch.from_numpy(data["request_row"][keep_np].astype(np.int64))
-        self.item = item_matrix({n: data[n][keep_np] for n in ITEM_FEATURES})
+        self.item = item_matrix({n: data[n][keep_np] for n in ITEM_FEATURES}, f"{store.root}/{day}/exposures")
         self.label = target[keep]
 
     @staticmethod
@@ -215,7 +261,7 @@ class CandidateDay:
         self.rows = torch.from_numpy(np.flatnonzero(lists.counts() > 0))
         self.counts = torch.from_numpy(counts)
         self.offsets = torch.from_numpy(np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64))
-        self.item = item_matrix({n: columns[n][keep_np] for n in ITEM_FEATURES})
+        self.item = item_matrix({n: columns[n][keep_np] for n in ITEM_FEATURES}, f"{store.root}/{day}/candidates")
         self.label = target[keep]
         clicked = (columns["stage"] == STAGE_CODE["realshow"]) & (columns["effective_view"] == 1)
         priority = np.where(clicked, CLICK_PRIORITY, _PRIORITY_OF_CODE[columns["stage"]])
