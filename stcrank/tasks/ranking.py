@@ -7,17 +7,19 @@ from collections.abc import Callable
 import torch
 from lightning.pytorch.cli import OptimizerCallable
 from torch import Tensor, nn
-from torchmetrics import Metric, MetricCollection
-from torchmetrics.classification import BinaryAUROC
+from torchmetrics import MetricCollection
 
 from stcrank import registry
-from stcrank.metrics.ranking import BinaryLogLoss, NormalizedNDCG, NormalizedRecall, RecFlowNDCG, RecFlowRecall
+from stcrank.metrics.ranking import BinaryAUC, BinaryLogLoss, StageCandidateMetrics
 from stcrank.models.base import RankingNetwork
 from stcrank.plugins import Loss
 from stcrank.tasks.base import BaseTask
 
 EXPOSURES, CANDIDATES = 0, 1
 """Dataloader indices of evaluation: point-wise exposures, then per-request stage candidates."""
+
+CANDIDATE_NAMES = {"recall": "recflow_recall", "ndcg": "recflow_ndcg", "norm_recall": "recall", "norm_ndcg": "ndcg"}
+"""Logged name of each :class:`~stcrank.metrics.ranking.StageCandidateMetrics` key (before ``@K``)."""
 
 
 class RankingTask(BaseTask):
@@ -79,16 +81,11 @@ class RankingTask(BaseTask):
         self.test_metrics = self._make_metrics("test/")
 
     def _make_metrics(self, prefix: str) -> nn.ModuleDict:
-        lists: dict[str, Metric] = {}
-        for k in self.ks:
-            lists[f"recflow_recall@{k}"] = RecFlowRecall(k)
-            lists[f"recflow_ndcg@{k}"] = RecFlowNDCG(k)
-            lists[f"recall@{k}"] = NormalizedRecall(k)
-            lists[f"ndcg@{k}"] = NormalizedNDCG(k)
+        # One StageCandidateMetrics sorts each candidates batch once for every metric and cut-off.
         return nn.ModuleDict(
             {
-                "exposures": MetricCollection({"auc": BinaryAUROC(), "logloss": BinaryLogLoss()}, prefix=prefix),
-                "candidates": MetricCollection(lists, prefix=prefix),
+                "exposures": MetricCollection({"auc": BinaryAUC(), "logloss": BinaryLogLoss()}, prefix=prefix),
+                "candidates": StageCandidateMetrics(self.ks),
             }
         )
 
@@ -130,23 +127,49 @@ class RankingTask(BaseTask):
         return pointwise + self.loss.alpha * self.loss.ranking_term(auxiliary_scores(batch), target, mask)
 
     def _evaluation_step(self, metrics: nn.ModuleDict, batch: dict[str, Tensor], dataloader_idx: int) -> None:
-        # Metric objects are logged from the step: Lightning computes, syncs across processes and resets them at
-        # the end of the epoch, and files each group under the dataloader that fed it.
         if dataloader_idx == EXPOSURES:
+            # Metric objects logged from the step: Lightning computes, syncs across processes and resets them at
+            # the end of the epoch.
             group = metrics["exposures"]
             group.update(torch.sigmoid(self.network(batch)), batch["label"].long())
+            self.log_dict(group, add_dataloader_idx=False, batch_size=batch["user"].shape[0])
         else:
-            group = metrics["candidates"]
-            group.update(self.network.score_candidates(batch), batch["candidate_label"], batch["candidate_mask"])
-        self.log_dict(group, add_dataloader_idx=False, batch_size=batch["user"].shape[0])
+            # A dict-valued metric: accumulated here, computed and logged at the end of the epoch.
+            scores = self.network.score_candidates(batch)
+            metrics["candidates"].update(scores, batch["candidate_label"], batch["candidate_mask"])
+
+    def _log_candidates(self, metric: StageCandidateMetrics, prefix: str) -> None:
+        # compute() sums the states over processes (a collective), so every rank must call it or none: whether a
+        # candidates batch was seen is decided over all processes.
+        seen = torch.tensor(float(metric.update_count), device=self.device)
+        if self.trainer.world_size > 1:
+            seen = self.trainer.strategy.reduce(seen, reduce_op="sum")
+        if float(seen) > 0:
+            values = metric.compute()
+            logged = {
+                f"{prefix}{CANDIDATE_NAMES[key]}@{k}": values[f"{key}@{k}"]
+                for k in metric.ks
+                for key in CANDIDATE_NAMES
+            }
+            # Already global: no further reduction across processes.
+            self.log_dict(logged, add_dataloader_idx=False, sync_dist=False)
+        metric.reset()
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
         """Accumulate validation metrics."""
         self._evaluation_step(self.val_metrics, batch, dataloader_idx)
 
+    def on_validation_epoch_end(self) -> None:
+        """Log the validation Recall@K/NDCG@K of the stage candidates (AUC/LogLoss are logged by Lightning)."""
+        self._log_candidates(self.val_metrics["candidates"], "val/")
+
     def test_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
         """Accumulate test metrics."""
         self._evaluation_step(self.test_metrics, batch, dataloader_idx)
+
+    def on_test_epoch_end(self) -> None:
+        """Log the test Recall@K/NDCG@K of the stage candidates (AUC/LogLoss are logged by Lightning)."""
+        self._log_candidates(self.test_metrics["candidates"], "test/")
 
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Tensor]:
         """Predicted probabilities: per exposure, or per candidate for a candidates batch."""

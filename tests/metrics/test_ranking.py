@@ -93,6 +93,26 @@ def test_matches_functional_sums():
     assert metric.num_positives.item() == sums.num_positives.item() == 3
 
 
+def test_every_cut_off_equals_the_single_k_classes_exactly():
+    ks = (1, 2, 4)
+    classes = {
+        "recall": RecFlowRecall,
+        "ndcg": RecFlowNDCG,
+        "norm_ndcg": NormalizedNDCG,
+        "norm_recall": NormalizedRecall,
+    }
+    singles = {f"{name}@{k}": cls(k) for name, cls in classes.items() for k in ks}
+    metric = StageCandidateMetrics(ks)
+    for batch in (batch_one(), batch_two()):
+        metric.update(*batch)
+        for single in singles.values():
+            single.update(*batch)
+    out = metric.compute()
+    assert set(out) == set(singles)
+    for key, single in singles.items():
+        assert torch.equal(out[key], single.compute()), key
+
+
 def test_empty_metric_is_zero():
     metric = StageCandidateMetrics(ks=(5,))
     metric.update(torch.tensor([[0.5, 0.1]]), torch.tensor([[1, 1]]), torch.ones(1, 2, dtype=torch.bool))

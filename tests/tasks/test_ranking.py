@@ -25,7 +25,13 @@ def trained(recflow_store, tmp_path_factory):
     fitted = main(["fit", *args])
     checkpoint = Path(fitted.trainer.checkpoint_callback.last_model_path)
     tested = main(["test", *args, f"--ckpt_path={checkpoint}"])
-    return {"args": args, "checkpoint": checkpoint, "metrics": dict(tested.trainer.callback_metrics)}
+    return {
+        "args": args,
+        "checkpoint": checkpoint,
+        "metrics": dict(tested.trainer.callback_metrics),
+        "task": tested.model,
+        "data": tested.datamodule,
+    }
 
 
 @pytest.mark.slow
@@ -44,6 +50,48 @@ def test_checkpoint_reloads_with_the_same_metrics(trained):
     again = main(["test", *trained["args"], f"--ckpt_path={trained['checkpoint']}"])
     for name, value in trained["metrics"].items():
         assert torch.isclose(again.trainer.callback_metrics[name], value, atol=1e-6), name
+
+
+def _test_day_predictions(task, data) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Exposure probabilities and flattened candidate scores of the test day, as plain tensors."""
+    exposures, candidates = data.test_dataloader()
+    task.eval()
+    with torch.no_grad():
+        probability = torch.cat([torch.sigmoid(task.network(batch)) for batch in exposures])
+        label = torch.cat([batch["label"] for batch in exposures]).long()
+        scores, target, request, offset = [], [], [], 0
+        for batch in candidates:
+            mask = batch["candidate_mask"]
+            rows = torch.arange(offset, offset + mask.shape[0]).unsqueeze(1).expand_as(mask)
+            scores.append(task.network.score_candidates(batch)[mask])
+            target.append(batch["candidate_label"][mask])
+            request.append(rows[mask])
+            offset += mask.shape[0]
+    flat = {"preds": torch.cat(scores), "target": torch.cat(target), "indexes": torch.cat(request)}
+    return {"preds": probability, "target": label}, flat
+
+
+@pytest.mark.slow
+def test_logged_test_metrics_equal_the_functional_metrics_of_the_predictions(trained):
+    from torchmetrics.functional.classification import binary_auroc
+
+    from stcrank.metrics import functional as F
+
+    exposures, candidates = _test_day_predictions(trained["task"], trained["data"])
+    expected = {
+        "test/auc": binary_auroc(exposures["preds"], exposures["target"]),
+        "test/logloss": F.binary_log_loss(exposures["preds"], exposures["target"]),
+    }
+    for k in trained["task"].ks:
+        expected[f"test/recflow_recall@{k}"] = F.recflow_recall(**candidates, k=k)
+        expected[f"test/recflow_ndcg@{k}"] = F.recflow_ndcg(**candidates, k=k)
+        expected[f"test/recall@{k}"] = F.normalized_recall(**candidates, k=k)
+        expected[f"test/ndcg@{k}"] = F.normalized_ndcg(**candidates, k=k)
+    logged = trained["metrics"]
+    assert set(logged) == set(expected)
+    assert 0 < float(expected["test/recflow_recall@50"]) < 1  # the comparison is not between trivial values
+    for name, value in expected.items():
+        assert float(logged[name]) == pytest.approx(float(value), abs=1e-6), name
 
 
 def _fit_metrics(store: Path, root: Path, extra: list[str]) -> dict[str, float]:
