@@ -23,17 +23,18 @@ def compact_mask(mask: Tensor, width: int | None = None) -> Tensor:
     Returns:
         ``LongTensor[R, width]``.
     """
-    rows, size = mask.shape
-    slot = mask.cumsum(1)
+    rows = mask.shape[0]
+    # nonzero() lists the True entries row by row, each row's in increasing order: slot = rank inside the row.
+    row, column = mask.nonzero(as_tuple=True)
+    counts = torch.bincount(row, minlength=rows)
+    slot = torch.arange(row.numel(), device=mask.device) - (counts.cumsum(0) - counts).index_select(0, row)
     if width is None:
-        width = int(slot[:, -1].max()) if rows and size else 0
+        width = int(counts.max()) if row.numel() else 0
     else:
-        mask = mask & (slot <= width)
-    # True entries go to columns 1..count, all False ones to column 0, which is dropped.
-    slot *= mask
-    positions = torch.arange(size, device=mask.device).expand(rows, size)
-    out = torch.full((rows, width + 1), -1, dtype=torch.long, device=mask.device)
-    return out.scatter_(1, slot, positions)[:, 1:]
+        fits = (slot < width).nonzero().squeeze(1)
+        row, column, slot = row.index_select(0, fits), column.index_select(0, fits), slot.index_select(0, fits)
+    out = torch.full((rows, width), -1, dtype=torch.long, device=mask.device)
+    return out.index_put_((row, slot), column)
 
 
 def _select_with_ties(x: Tensor, threshold: Tensor, k: int) -> tuple[Tensor, Tensor]:

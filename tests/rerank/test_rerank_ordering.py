@@ -49,3 +49,14 @@ def test_compact_mask():
     assert compact_mask(mask, width=2).tolist() == [[0, 2], [3, -1], [-1, -1]]
     assert compact_mask(mask, width=5).tolist() == [[0, 2, 3, -1, -1], [3, -1, -1, -1, -1], [-1] * 5]
     assert compact_mask(torch.zeros(0, 3, dtype=torch.bool)).shape == (0, 0)
+
+
+def test_compact_mask_matches_a_row_by_row_listing():
+    generator = torch.Generator().manual_seed(3)
+    for density in (0.0, 0.1, 0.5, 1.0):
+        mask = torch.rand(40, 23, generator=generator) < density
+        listed = [row.nonzero().squeeze(1).tolist() for row in mask]
+        for width in (None, 0, 5, 30):
+            size = max(map(len, listed)) if width is None else width
+            expected = [(row + [-1] * size)[:size] for row in listed]
+            assert compact_mask(mask, width).tolist() == expected, (density, width)

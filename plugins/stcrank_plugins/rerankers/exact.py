@@ -10,16 +10,20 @@ Objective (see :func:`stcrank.rerank.sequence_value`): choose and order ``k`` of
 2. *Choice of the set.* Some optimal list is therefore a subsequence of the ``r``-sorted candidates, found by
    the backward programme ``F[j][c] = max(F[j+1][c], v_j + s_j * F[j+1][c-1])`` with ``F[end][0] = 0`` and
    ``F[end][c > 0] = -inf`` (exactly ``k`` items), ``O(n k)`` per request.
-3. *Dominance pruning.* Say ``j`` dominates ``i`` when ``v_j >= v_i`` and ``s_j >= s_i``, one of them strictly.
-   If ``i`` sits in a list that lacks ``j``, putting ``j`` in ``i``'s slot changes the value by
-   ``P * [(v_j - v_i) + (s_j - s_i) X]``, where ``X`` is the value of the items after the slot. When at least
-   ``k`` candidates have ``v >= 0``, the items after a slot of an optimal list are worth ``X >= 0`` (they are
-   an optimal list of their own, and enough non-negative items are left for it), so the change is ``>= 0``:
-   a candidate dominated by ``k`` or more others is never needed (swap it for an unused dominator, which there
-   must be, and repeat; every swap moves up the dominance order, so this ends). Requests with fewer than ``k``
-   non-negative values are solved unpruned. :func:`dominance_candidates` drops candidates on cheap certificates
-   of ``k`` dominators: for ``n = 800, k = 10`` and independent scores it keeps about 130 (about 54 have fewer
-   than ``k`` dominators).
+3. *Dominance pruning.* Say ``j`` dominates ``i`` when ``v_j >= v_i`` and ``r_j >= r_i``, one of them
+   strictly (a strict partial order; for ``v >= 0`` it contains the weaker ``v_j >= v_i, s_j >= s_i``, as
+   ``r`` grows with both). Suppose at least ``k`` candidates have ``v >= 0``. Then some optimal list uses only
+   those: dropping the last negative item of a list (``X >= 0`` after it) changes its value by
+   ``P * [(1 - s) X - v] >= 0``, and an unused non-negative item can be appended. In a list of non-negative
+   items sorted by ``r``, the value ``X`` of the items after ``i`` satisfies ``0 <= X <= r_i`` (by induction
+   from the end: ``v + s X' <= v + s r = r``). Putting an unused dominator ``j`` in ``i``'s slot changes the
+   value by ``P * [(v_j - v_i) + (s_j - s_i) X]``, linear in ``X``: ``>= 0`` at ``X = 0`` (``v_j >= v_i``) and
+   at ``X = r_i`` (it is ``v_j - (1 - s_j) r_i >= 0`` as ``r_j >= r_i``). So a candidate dominated by ``k`` or
+   more others is never needed: swap it for an unused dominator (one is left, as the list holds at most
+   ``k - 1`` of them) and repeat; every swap moves up the dominance order, so this ends. Requests with fewer
+   than ``k`` non-negative values are solved unpruned. :func:`dominance_candidates` drops candidates on cheap
+   certificates of ``k`` dominators: for ``n = 800, k = 10`` it keeps about 60 (at most about 100) whether
+   ``v`` and ``s`` are independent or anti-correlated, where dominance in ``(v, s)`` alone kept 130 and 220.
 """
 
 from __future__ import annotations
@@ -32,10 +36,10 @@ from stcrank.plugins import Reranker
 from stcrank.rerank.ordering import compact_mask
 from stcrank.rerank.validation import check_batch, check_scores
 
-TOP_CANDIDATES = 64
-"""The threshold pass certifies dominance with about this many best candidates by value (and by continuation)."""
+TOP_CANDIDATES = 48
+"""The threshold pass certifies dominance with about this many best candidates by value (and by ratio)."""
 GRID_CELLS = 16
-"""Resolution of the value x continuation grid of the second pass."""
+"""Resolution of the value x ratio grid of the second pass."""
 GRID_AFTER = 256
 """The grid pass runs only when some request keeps more candidates than this after the threshold pass."""
 SAMPLE_COLUMNS = 128
@@ -52,9 +56,8 @@ def ratio_key(value: Tensor, continue_prob: Tensor) -> Tensor:
     Returns:
         ``r``, same shape: ``+inf`` / ``0`` / ``-inf`` where ``s = 1`` and ``v > 0`` / ``v = 0`` / ``v < 0``.
     """
-    ratio = value / (1 - continue_prob)
-    limit = torch.where(value > 0, torch.inf, torch.where(value < 0, -torch.inf, 0.0)).to(ratio.dtype)
-    return torch.where(continue_prob >= 1, limit, ratio)
+    # v / 0 is already the limit for v != 0; only 0 / 0 (NaN) needs fixing, to 0.
+    return torch.div(value, 1 - continue_prob).nan_to_num_(0.0, torch.inf, -torch.inf)
 
 
 def _grid_bins(x: Tensor, low: Tensor, high: Tensor, cells: int) -> Tensor:
@@ -65,14 +68,14 @@ def _grid_bins(x: Tensor, low: Tensor, high: Tensor, cells: int) -> Tensor:
     return scaled.long().clamp_(0, cells - 1)
 
 
-def _dominated_via_grid(value: Tensor, continue_prob: Tensor, padding: Tensor, k: int, cells: int) -> Tensor:
-    """Candidates with ``k`` others in grid cells strictly above in both value and continuation.
+def _dominated_via_grid(value: Tensor, second: Tensor, padding: Tensor, k: int, cells: int) -> Tensor:
+    """Candidates with ``k`` others in grid cells strictly above in both scores.
 
     Padding entries are put in the lowest cell of both axes, where they can dominate no one.
     """
     rows = value.shape[0]
     bins = []
-    for x in (value, continue_prob):
+    for x in (value, second):
         low = x.masked_fill(padding, torch.inf).amin(1, keepdim=True)
         high = x.masked_fill(padding, -torch.inf).amax(1, keepdim=True)
         bins.append(_grid_bins(torch.where(padding, low, x), low, high, cells))
@@ -83,6 +86,16 @@ def _dominated_via_grid(value: Tensor, continue_prob: Tensor, padding: Tensor, k
     at_most = counts.view(rows, cells, cells).cumsum(1).cumsum(2)
     strictly_above = F.pad(at_most, (1, 0, 1, 0))[:, :-1, :-1].reshape(rows, cells * cells)
     return strictly_above.gather(1, cell) >= k
+
+
+def _finite(x: Tensor, padding: Tensor) -> Tensor:
+    """``x`` with ``+-inf`` replaced by the row's largest / smallest finite entry (monotone, for binning)."""
+    finite = x.isfinite() & ~padding
+    high = x.masked_fill(~finite, -torch.inf).amax(1, keepdim=True)
+    low = x.masked_fill(~finite, torch.inf).amin(1, keepdim=True)
+    # Rows without finite entries get 0 everywhere: no certificates there, which is always sound.
+    high, low = high.nan_to_num(0.0, 0.0, 0.0), low.nan_to_num(0.0, 0.0, 0.0)
+    return torch.minimum(torch.maximum(x, low), high).masked_fill(padding, -torch.inf)
 
 
 def _kept_via_threshold(primary: Tensor, secondary: Tensor, k: int, top: int) -> Tensor:
@@ -98,7 +111,7 @@ def _kept_via_threshold(primary: Tensor, secondary: Tensor, k: int, top: int) ->
     rank = min(sample.shape[1], -(-top // stride))
     theta = torch.topk(sample, rank, dim=1).values[:, -1:]
     above = primary >= theta
-    kth = torch.topk(secondary.masked_fill(~above, -torch.inf), min(k, size), dim=1).values[:, -1:]
+    kth = torch.topk(torch.where(above, secondary, -torch.inf), min(k, size), dim=1).values[:, -1:]
     return above | (secondary > kth)
 
 
@@ -119,13 +132,14 @@ def dominance_candidates(
 ) -> Tensor:
     """Candidates the exact optimum may need; every other one is dominated by at least ``k`` candidates.
 
-    A candidate is dropped only with a certificate of ``k`` dominators. The threshold pass compares every
-    candidate with the about ``top`` best by value (and, symmetrically, by continuation probability); when some
-    request still keeps more than ``grid_after`` candidates, a ``grid x grid`` histogram of both scores
-    certifies more among the survivors. A certificate found among survivors stays valid, and a candidate with
-    ``k`` dominators always has ``k`` among the candidates with fewer than ``k``, so nothing needed is lost:
-    every candidate with fewer than ``k`` dominators is kept. Requests with fewer than ``k`` candidates of value
-    ``>= 0`` keep every candidate (the pruning argument needs them).
+    A candidate is dropped only with a certificate of ``k`` dominators in value and ratio ``r = v / (1 - s)``
+    (see the module docstring). The threshold pass compares every candidate with the about ``top`` best by value
+    (and, symmetrically, by ratio); when some request still keeps more than ``grid_after`` candidates, a
+    ``grid x grid`` histogram of both scores certifies more among the survivors. A certificate found among
+    survivors stays valid, and a candidate with ``k`` dominators always has ``k`` among the candidates with
+    fewer than ``k``, so nothing needed is lost: every candidate with fewer than ``k`` dominators is kept.
+    Requests with fewer than ``k`` candidates of value ``>= 0`` keep every candidate (the pruning argument
+    needs them).
 
     Args:
         value: Candidate values, ``[R, n]``.
@@ -142,7 +156,8 @@ def dominance_candidates(
     rows, size = value.shape
     if rows == 0:
         return torch.zeros(0, size, dtype=torch.long, device=value.device)
-    keep = _kept_via_threshold(value, continue_prob, k, top) & _kept_via_threshold(continue_prob, value, k, top)
+    ratio = ratio_key(value, continue_prob)
+    keep = _kept_via_threshold(value, ratio, k, top) & _kept_via_threshold(ratio, value, k, top)
     unprunable = _unprunable(value, k).unsqueeze(1)
     if bool(unprunable.any()):
         keep |= unprunable
@@ -152,8 +167,8 @@ def dominance_candidates(
     padding = kept < 0
     index = kept.clamp(min=0)
     kept_value = value.gather(1, index).masked_fill(padding, -torch.inf)
-    kept_continue = continue_prob.gather(1, index).masked_fill(padding, -torch.inf)
-    dominated = _dominated_via_grid(kept_value, kept_continue, padding, k, grid) & ~unprunable
+    kept_ratio = _finite(ratio.gather(1, index), padding)
+    dominated = _dominated_via_grid(kept_value, kept_ratio, padding, k, grid) & ~unprunable
     survivors = compact_mask(~(dominated | padding))
     return torch.where(survivors >= 0, kept.gather(1, survivors.clamp(min=0)), -1)
 
@@ -233,7 +248,7 @@ class ExactReranker(Reranker):
 
     Sorts candidates by ``r = v / (1 - s)``, solves the subsequence programme ``F[j][c] = max(F[j+1][c],
     v_j + s_j F[j+1][c-1])`` for all requests at once and backtracks the chosen items, after dropping the
-    candidates that are dominated in ``(v, s)`` by ``k`` or more others (exact; see the module docstring).
+    candidates that are dominated in ``(v, r)`` by ``k`` or more others (exact; see the module docstring).
     Valid as long as value and continuation are per-item; with a prefix-dependent evaluator use beam search and
     keep this as the bound.
 
@@ -242,8 +257,8 @@ class ExactReranker(Reranker):
 
     Args:
         prune: Apply the dominance pruning (same optimum, much faster for large ``n``).
-        pruning_top: Size of the best sets (by value, by continuation) the pruning certifies dominance with.
-        pruning_grid: Resolution of the pruning's value x continuation grid (``0`` disables it).
+        pruning_top: Size of the best sets (by value, by ratio) the pruning certifies dominance with.
+        pruning_grid: Resolution of the pruning's value x ratio grid (``0`` disables it).
     """
 
     def __init__(self, prune: bool = True, pruning_top: int = TOP_CANDIDATES, pruning_grid: int = GRID_CELLS) -> None:

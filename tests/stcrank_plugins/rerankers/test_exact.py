@@ -27,10 +27,11 @@ def assert_valid_lists(order, n, k):
 
 
 def dominators(value, continue_prob):
-    """count[r, i]: candidates j with v_j >= v_i and s_j >= s_i, one of them strictly."""
+    """count[r, i]: candidates j with v_j >= v_i and r_j >= r_i (r = v / (1 - s)), one of them strictly."""
+    ratio = ratio_key(value, continue_prob)
     v_i, v_j = value.unsqueeze(2), value.unsqueeze(1)
-    s_i, s_j = continue_prob.unsqueeze(2), continue_prob.unsqueeze(1)
-    return ((v_j >= v_i) & (s_j >= s_i) & ((v_j > v_i) | (s_j > s_i))).sum(2)
+    r_i, r_j = ratio.unsqueeze(2), ratio.unsqueeze(1)
+    return ((v_j >= v_i) & (r_j >= r_i) & ((v_j > v_i) | (r_j > r_i))).sum(2)
 
 
 @pytest.mark.parametrize("name", list(RERANKERS))
@@ -74,6 +75,7 @@ def test_degenerate_scores_still_give_k_items(value, continue_prob):
 
 
 def test_pruning_keeps_every_candidate_with_fewer_than_k_dominators():
+    """Dominance in (value, ratio): dropped candidates have k dominators, the others are kept."""
     generator = torch.Generator().manual_seed(2)
     for n, k in ((12, 1), (20, 3), (30, 4), (40, 6)):
         value, continue_prob = random_instances(64, n, generator)
@@ -115,6 +117,44 @@ def test_pruned_and_unpruned_reach_the_same_value_on_large_instances():
         )
         kept = dominance_candidates(value, continue_prob, 10)
         assert (kept >= 0).sum(1).float().mean() < most_kept * 300
+
+
+def test_ratio_dominance_drops_a_candidate_that_value_and_continuation_cannot():
+    # Candidate 0 (v 0.5, s 0.5, r 1) is beaten in value and ratio by 1 and 2, which continue less often: no
+    # dominator in (v, s), two in (v, r). With k = 2 it is dropped, and the optimum is unchanged.
+    value = torch.tensor([[0.5, 2.0, 1.0, 0.1, 0.05]], dtype=torch.float64)
+    continue_prob = torch.tensor([[0.5, 0.2, 0.4, 0.9, 0.95]], dtype=torch.float64)
+    kept = dominance_candidates(value, continue_prob, 2, top=2, grid=0)
+    assert 0 not in kept.tolist()[0]
+    v_j, v_i = value.unsqueeze(1), value.unsqueeze(2)
+    s_j, s_i = continue_prob.unsqueeze(1), continue_prob.unsqueeze(2)
+    assert ((v_j >= v_i) & (s_j >= s_i) & ((v_j > v_i) | (s_j > s_i))).sum(2)[0, 0] == 0
+    best = brute_force_rerank(value, continue_prob, 2).value
+    order = solve_subsequence(value, continue_prob, kept, 2)
+    assert torch.allclose(sequence_value(value, continue_prob, order), best, rtol=0, atol=1e-12)
+
+
+def test_ratio_dominance_is_exact_on_anti_correlated_scores():
+    """Value and continuation trade off, with ties at both clamps: the pruning drops much and loses nothing."""
+    generator = torch.Generator().manual_seed(13)
+    u = torch.rand(256, 9, generator=generator, dtype=torch.float64)
+    value = (u**3).round(decimals=2)
+    continue_prob = 0.98 - 0.48 * u + 0.1 * torch.randn(256, 9, generator=generator, dtype=torch.float64)
+    continue_prob = continue_prob.clamp(0.5, 0.98)
+    continue_prob[::5, ::4] = 1.0
+    for k in (1, 2, 3):
+        best = brute_force_rerank(value, continue_prob, k).value
+        for top, grid in ((1, 0), (k, 0), (k, k + 1), (64, 16)):
+            kept = dominance_candidates(value, continue_prob, k, top=top, grid=grid, grid_after=0)
+            order = solve_subsequence(value, continue_prob, kept, k)
+            assert torch.allclose(sequence_value(value, continue_prob, order), best, rtol=0, atol=1e-12), (k, top)
+        v_j, v_i = value.unsqueeze(1), value.unsqueeze(2)
+        s_j, s_i = continue_prob.unsqueeze(1), continue_prob.unsqueeze(2)
+        by_continuation = ((v_j >= v_i) & (s_j >= s_i) & ((v_j > v_i) | (s_j > s_i))).sum(2) >= k
+        by_ratio = dominators(value, continue_prob) >= k
+        assert by_ratio.sum() > by_continuation.sum(), "the ratio rule should certify more candidates here"
+        kept = dominance_candidates(value, continue_prob, k, top=k, grid=k + 1, grid_after=0)
+        assert (kept >= 0).sum() < (~by_continuation).sum(), "the pruning kept as much as (v, s) dominance"
 
 
 def test_batched_equals_per_request():
