@@ -157,8 +157,9 @@ def rerank_analysis(
         ks: Depths of the hit rates (``1..k`` when None).
 
     Returns:
-        ``{"requests", "n", "k", "hit_rate": {name: {"hit@K": ...}}, "gap": {name: {"mean", "worst",
-        "optimal_share", "value"}}}``; the point-wise list is ``"pointwise"``.
+        A dict with keys ``requests``, ``n``, ``k``, ``hit_rate`` (re-ranker name to ``{"hit@K": rate}``) and
+        ``gap`` (re-ranker name to its ``mean``, ``worst``, ``optimal_share`` and ``value``); the point-wise list
+        is named ``pointwise``.
     """
     from stcrank.rerank import hit_rate_table, relative_gap, sequence_value
 

@@ -394,8 +394,8 @@ def run_attribution(
         independent_continue: Noise of ``true_continue`` independent of the value's (see :class:`FeedPredictor`).
 
     Returns:
-        ``{"arms", "comparisons": {"<arm> vs <baseline>": {arm, baseline, metric: {relative, relative_se}}},
-        "calibration"}``.
+        A dict with keys ``arms``, ``comparisons`` (``"<arm> vs <baseline>"`` to the arm, the baseline and, per
+        metric, the relative change and its standard error) and ``calibration``.
     """
     from stcrank import registry
     from stcrank.data.eshop.reader import read_manifest
