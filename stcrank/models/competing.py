@@ -3,6 +3,12 @@
 For behaviour ``b`` with competing items ``c_1..c_K`` (the ``rank_pos`` items of the request it came from),
 ``w_k = softmax_k(carm_mlp([c_k ; b]))`` over the real items and the refined behaviour is ``sum_k w_k c_k``
 (``carm_mlp``: ``Linear(2w, hidden) -> ReLU -> Linear(hidden, 1)``).
+
+Most of a batch's ``[B, L, K]`` grid is padding (short histories, behaviours whose request has fewer than ``K``
+items or none). :func:`refined_behaviours` therefore runs the attention on the behaviours that have competing
+items only, and runs the embedding lookups and the MLP on their real items only (padding gets a softmax weight
+of exactly zero on the full grid), so the result is the one of the full grid while the work and the gradients
+shrink with the padding.
 """
 
 from __future__ import annotations
@@ -40,24 +46,76 @@ class CompetingAttention(nn.Module):
         """Refine the behaviours.
 
         Args:
-            competing: Competing item representations ``[B, L, K, w]``.
-            mask: ``True`` on real competing items ``[B, L, K]``.
-            behaviours: Behaviour representations ``[B, L, w]``.
+            competing: Competing item representations ``[..., K, w]`` (``[B, L, K, w]`` for a batch).
+            mask: ``True`` on real competing items ``[..., K]``.
+            behaviours: Behaviour representations ``[..., w]``.
 
         Returns:
-            ``[B, L, w]``.
+            ``[..., w]``.
         """
         # The first layer on [c ; b] is the sum of two linear maps; b's part is computed once per behaviour.
         weight_c, weight_b = self.first.weight[:, : self.width], self.first.weight[:, self.width :]
-        hidden = competing @ weight_c.T + (behaviours @ weight_b.T + self.first.bias).unsqueeze(-2)
-        logits = self.second(torch.relu(hidden)).squeeze(-1).masked_fill(~mask, -1e9)  # [B, L, K]
+        hidden = competing @ weight_c.T + nn.functional.linear(behaviours, weight_b, self.first.bias).unsqueeze(-2)
+        logits = (torch.relu(hidden) @ self.second.weight.squeeze(0) + self.second.bias).masked_fill(~mask, -1e9)
         weights = torch.softmax(logits, dim=-1) * mask  # exactly zero on padding, all-zero without items
-        refined = (weights.unsqueeze(-1) * competing).sum(-2)
+        refined = (weights.unsqueeze(-2) @ competing).squeeze(-2)  # [..., 1, K] @ [..., K, w]
         if self.empty == "behaviour":
             refined = torch.where(mask.any(-1, keepdim=True), refined, behaviours)
         return refined
+
+    def forward_pairs(self, competing: Tensor, row: Tensor, mask: Tensor, behaviours: Tensor) -> Tensor:
+        """Refine behaviours that each have at least one competing item, given their real items only.
+
+        The same result as :meth:`forward` on the dense layout, with the MLP run on the real items alone.
+
+        Args:
+            competing: Representations of the real competing items ``[M, w]``, in the row-major order of
+                ``mask.nonzero()``.
+            row: The behaviour of each real item ``[M]`` (``mask.nonzero()[:, 0]``).
+            mask: ``True`` on real competing items ``[N, K]``; every row has one at least.
+            behaviours: Behaviour representations ``[N, w]``.
+
+        Returns:
+            ``[N, w]``.
+        """
+        weight_c, weight_b = self.first.weight[:, : self.width], self.first.weight[:, self.width :]
+        hidden = competing @ weight_c.T + nn.functional.linear(behaviours, weight_b, self.first.bias)[row]
+        logits = torch.relu(hidden) @ self.second.weight.squeeze(0) + self.second.bias  # [M]
+        # The softmax runs on the dense [N, K] layout, where padding weighs exactly zero.
+        dense = torch.full(mask.shape, -1e9, dtype=logits.dtype, device=logits.device).masked_scatter(mask, logits)
+        weights = torch.softmax(dense, dim=-1)[mask]  # [M]
+        return torch.zeros_like(behaviours).index_add(0, row, weights.unsqueeze(-1) * competing)
 
 
 def competing_behaviours(embeddings: RecFlowEmbeddings, batch: dict[str, Tensor]) -> Tensor:
     """Embed a batch's competing items to ``[B, L, K, 5d]`` (the behaviour feature tables)."""
     return embeddings.behaviour(batch["competing"]).flatten(-2)
+
+
+def refined_behaviours(
+    attention: CompetingAttention, embeddings: RecFlowEmbeddings, batch: dict[str, Tensor], behaviours: Tensor
+) -> Tensor:
+    """The behaviours of a batch refined by their competing items, ``[B, L, w]``.
+
+    Equal to ``attention(competing_behaviours(embeddings, batch), batch["competing_mask"], behaviours)``, but
+    computed on the real competing items of the behaviours that have some (see
+    :meth:`CompetingAttention.forward_pairs`); the others get zero or their own representation, as in
+    :class:`CompetingAttention`.
+
+    Args:
+        attention: The competing attention.
+        embeddings: The tables the competing items are embedded with (the behaviour features).
+        batch: A batch with ``competing [B, L, K, 5]`` and ``competing_mask [B, L, K]``.
+        behaviours: Behaviour representations ``[B, L, w]``.
+    """
+    mask = batch["competing_mask"].flatten(0, 1)  # [B * L, K]
+    flat = behaviours.flatten(0, 1)
+    out = flat if attention.empty == "behaviour" else torch.zeros_like(flat)
+    rows = mask.any(-1).nonzero().squeeze(-1)
+    if len(rows) == 0:
+        return out.view_as(behaviours)
+    mask = mask[rows]  # [N, K]
+    row, column = mask.nonzero(as_tuple=True)  # the real items, [M] each
+    ids = batch["competing"].flatten(0, 2).index_select(0, rows[row] * mask.shape[1] + column)  # [M, 5]
+    refined = attention.forward_pairs(embeddings.behaviour(ids).flatten(-2), row, mask, flat[rows])
+    return out.index_copy(0, rows, refined).view_as(behaviours)

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from stcrank.models.aux_tower import AuxiliaryTwoTower
 from stcrank.models.base import RankingNetwork
-from stcrank.models.competing import CompetingAttention, competing_behaviours
+from stcrank.models.competing import CompetingAttention, refined_behaviours
 from stcrank.models.features import SEQUENCE_FEATURES, RecFlowEmbeddings
 from stcrank.models.mlp import mlp
 
@@ -111,9 +111,7 @@ class DIN(RankingNetwork):
     def _request_side(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
         request, behaviours = self._embedded(batch)
         if self.competing is not None:
-            behaviours = self.competing(
-                competing_behaviours(self.embeddings, batch), batch["competing_mask"], behaviours
-            )
+            behaviours = refined_behaviours(self.competing, self.embeddings, batch, behaviours)
         return request, behaviours, batch["seq_mask"]
 
     def _score(self, request: Tensor, behaviours: Tensor, seq_mask: Tensor, items: Tensor) -> Tensor:

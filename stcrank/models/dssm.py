@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from stcrank.models.base import RankingNetwork
-from stcrank.models.competing import CompetingAttention, competing_behaviours
+from stcrank.models.competing import CompetingAttention, refined_behaviours
 from stcrank.models.features import SEQUENCE_FEATURES, RecFlowEmbeddings
 from stcrank.models.mlp import mlp
 
@@ -70,7 +70,7 @@ class DSSM(RankingNetwork):
         behaviours = self.embeddings.behaviour(batch["seq"]).flatten(-2)  # [B, L, 5d]
         parts = [context, user, masked_mean(behaviours, batch["seq_mask"])]
         if self.competing is not None:
-            refined = self.competing(competing_behaviours(self.embeddings, batch), batch["competing_mask"], behaviours)
+            refined = refined_behaviours(self.competing, self.embeddings, batch, behaviours)
             parts.append(masked_mean(refined, batch["seq_mask"]))
         return self.user_tower(torch.cat(parts, dim=-1))
 

@@ -1,5 +1,6 @@
 import torch
 
+from stcrank.models.competing import competing_behaviours
 from stcrank.models.din import DIN
 
 SIZES = dict.fromkeys(
@@ -77,3 +78,19 @@ def test_auxiliary_scores_use_the_two_tower_and_share_embeddings():
     plain = DIN(SIZES)
     items = torch.cat([batch["item"][:, None], batch["aux_items"]], 1)
     assert torch.allclose(plain.auxiliary_scores(batch), plain.score_candidates(dict(batch, candidates=items)))
+
+
+def test_competing_scores_match_the_full_grid_reference():
+    # Reference: the competing attention on the whole [B, 50, 10] grid, then the DIN formula.
+    torch.manual_seed(0)
+    batch = _batch()
+    batch["competing_mask"] = batch["seq_mask"][:, :, None] & (torch.rand(3, 50, 10) > 0.6)
+    model = DIN(SIZES, competing=True, candidate_chunk=2)
+    embeddings = model.embeddings
+    request = torch.cat([embeddings.context(batch["context"]), embeddings.user(batch["user"])], -2).flatten(-2)
+    behaviours = embeddings.behaviour(batch["seq"]).flatten(-2)
+    keys = model.competing(competing_behaviours(embeddings, batch), batch["competing_mask"], behaviours)
+    item = embeddings.item(batch["candidates"])
+    interest = model.attention(keys, batch["seq_mask"], item[..., :5, :].flatten(-2))
+    tower_input = torch.cat([request[:, None].expand(-1, 5, -1), interest, item.flatten(-2)], -1)
+    assert torch.allclose(model.score_candidates(batch), model.tower(tower_input).squeeze(-1), atol=1e-6)

@@ -1,5 +1,6 @@
 import torch
 
+from stcrank.models.competing import competing_behaviours
 from stcrank.models.dssm import DSSM, masked_mean
 
 SIZES = dict.fromkeys(
@@ -84,3 +85,23 @@ def test_towers_must_meet():
 
     with pytest.raises(ValueError, match="same width"):
         DSSM(SIZES, user_tower=[16, 8], item_tower=[16, 4])
+
+
+def test_competing_user_vector_matches_the_full_grid_reference():
+    # Reference: the competing attention on the whole [B, 50, 10] grid, then the mean over real behaviours.
+    torch.manual_seed(0)
+    batch = _batch(competing=True)
+    batch["competing_mask"] = batch["seq_mask"][:, :, None] & (torch.rand(4, 50, 10) > 0.6)
+    for empty in ("zero", "behaviour"):
+        model = DSSM(SIZES, competing=True, competing_empty=empty)
+        embeddings = model.embeddings
+        behaviours = embeddings.behaviour(batch["seq"]).flatten(-2)
+        refined = model.competing(competing_behaviours(embeddings, batch), batch["competing_mask"], behaviours)
+        parts = [
+            embeddings.context(batch["context"]).flatten(-2),
+            embeddings.user(batch["user"]).flatten(-2),
+            masked_mean(behaviours, batch["seq_mask"]),
+            masked_mean(refined, batch["seq_mask"]),
+        ]
+        expected = model.user_tower(torch.cat(parts, -1))
+        assert torch.allclose(model.user_vector(batch), expected, atol=1e-6)

@@ -66,7 +66,8 @@ class CompetingItems:
         offsets = torch.arange(self.size)
         mask = offsets < self.count[rows].unsqueeze(-1)  # [B, 50, K]
         index = torch.where(mask, self.start[rows].unsqueeze(-1) + offsets, self.padding)
-        return {"competing": self.item[index].long(), "competing_mask": mask}
+        items = self.item.index_select(0, index.flatten()).view(*index.shape, self.item.shape[1])
+        return {"competing": items.long(), "competing_mask": mask}
 
 
 class WithCompeting:
