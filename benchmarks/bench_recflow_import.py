@@ -4,7 +4,7 @@ Generates (or reuses) a synthetic release of one day in a work directory, import
 one JSON object: rows per second over the whole import and over the day's conversion, the time of each phase, and
 the child's peak resident memory next to the size of the day as 30 int64 columns.
 
-    python benchmarks/bench_recflow_import.py [--workdir DIR] [--users 10000] [--keep]
+    python benchmarks/bench_recflow_import.py [--workdir DIR] [--users 10000] [--ubm pickle|all_stage|none] [--keep]
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ import json, resource, sys, time
 import pyarrow as pa
 from stcrank.data.recflow.importer import import_recflow
 started = time.perf_counter()
-manifest = import_recflow(src=sys.argv[1], dst=sys.argv[2], overwrite=True)
+chunk_rows = None if sys.argv[4] == "none" else int(sys.argv[4])
+manifest = import_recflow(src=sys.argv[1], dst=sys.argv[2], overwrite=True, ubm=sys.argv[3], chunk_rows=chunk_rows)
 seconds = time.perf_counter() - started
 print(json.dumps({
     "seconds": seconds,
@@ -58,6 +59,8 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=None, help="where the release and store go (reused)")
     parser.add_argument("--users", type=int, default=10_000)
     parser.add_argument("--compression", default="lz4", choices=["lz4", "zstd", "uncompressed"])
+    parser.add_argument("--ubm", default="pickle", choices=["pickle", "all_stage", "none"], help="ubm table source")
+    parser.add_argument("--chunk-rows", default="2000000", help="rows per streamed chunk, or 'none' (whole day)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     args = parser.parse_args()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench_recflow_"))
@@ -70,7 +73,10 @@ def main() -> None:
         synth_recflow(out=str(release), users=args.users, compression=args.compression, overwrite=True, **SYNTH)
         synth_seconds = time.perf_counter() - started
     result = subprocess.run(
-        [sys.executable, "-c", CHILD, str(release), str(store)], capture_output=True, text=True, check=True
+        [sys.executable, "-c", CHILD, str(release), str(store), args.ubm, args.chunk_rows],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     child = json.loads(result.stdout.strip().splitlines()[-1])
     manifest = child["manifest"]
@@ -83,6 +89,8 @@ def main() -> None:
         "exposures": rows["exposures"],
         "ubm_rows": rows.get("ubm_rows", 0),
         "feather_compression": args.compression,
+        "ubm": args.ubm,
+        "chunk_rows": args.chunk_rows,
         "import_seconds": round(child["seconds"], 3),
         "day_seconds": rows["seconds"],
         "rows_per_second": round(rows["all_stage"] / child["seconds"]),

@@ -16,7 +16,8 @@ written last (also through a rename), so a killed import never leaves a store or
 complete. ``all_stage`` is streamed in chunks of ``chunk_rows`` rows (a request straddling two chunks is carried
 over whole) and written as Parquet row groups, so memory is bounded by the chunk plus per-request and
 per-exposure arrays (``docs/data_formats.md`` lists them); a day whose rows are not grouped by increasing request
-id is read whole. Pickles are read with the restricted unpickler, and nothing goes through pandas.
+id is read whole. Pickles are streamed through the restricted unpickler (the sequence dict a chunk of requests at
+a time), and nothing goes through pandas.
 
 IDs stay raw and 0-based in the store; the batch collate shifts every id by +1 so that 0 is padding. Time codes
 (weekday, hour, minute) are computed in UTC+8, never in the host's timezone.
@@ -31,7 +32,7 @@ import os
 import shutil
 import time
 from collections.abc import Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -49,7 +50,7 @@ from stcrank.data.recflow.official import (
     iter_feather_columns,
     read_feather_columns,
 )
-from stcrank.data.recflow.pickles import load_pickle
+from stcrank.data.recflow.pickles import iter_dict_pickle, load_pickle
 from stcrank.data.recflow.schema import (
     ALL_STAGE_COLUMNS,
     BINARY_FEEDBACK_COLUMNS,
@@ -84,6 +85,8 @@ PARQUET_OPTIONS: dict[str, Any] = {"compression": "lz4", "use_dictionary": False
 """How store tables are written: fast to write and to read back (high-cardinality integer columns)."""
 
 _UNFLAGGED = STAGE_CODE["unflagged"]
+SEQ_BATCH_ITEMS = 1024
+"""``seq_effective_50_dict`` items stacked at a time (4 MB of sequences)."""
 UbmSource = Literal["pickle", "all_stage", "none"]
 """Where a day's ``ubm`` table comes from: the UBM pickle, the imported stage rows of past requests, or nowhere."""
 DEFAULT_CHUNK_ROWS = 2_000_000
@@ -196,78 +199,77 @@ def _fixed_lists(values: np.ndarray) -> pa.FixedSizeListArray:
     return pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), width)
 
 
-def _read_sequences(path: Path, ids: np.ndarray, acc: _Accumulator) -> tuple[dict[str, np.ndarray], dict[str, int]]:
-    """The day's ``seq_effective_50_dict`` as one ``[R, 50]`` array per column, aligned with the request ids."""
-    raw = load_pickle(path)
-    if not isinstance(raw, dict):
-        raise RecFlowFormatError(f"{path}: expected a dict request_id -> int64 array (50, 10), got {type(raw)}")
-    keys = np.fromiter(raw.keys(), dtype=np.int64, count=len(raw))
+def _stack_sequences(path: Path, items: list[tuple[Any, Any]]) -> tuple[np.ndarray, np.ndarray]:
+    """Request ids and ``[n, 50, 10]`` int64 sequences of a batch of ``seq_effective_50_dict`` items (checked)."""
+    width = len(SEQ_ARRAY_COLUMNS)
+    if not items:
+        return np.zeros(0, np.int64), np.zeros((0, SEQ_LEN, width), np.int64)
     try:
-        stacked = np.stack(list(raw.values())) if raw else np.zeros((0, SEQ_LEN, len(SEQ_ARRAY_COLUMNS)), np.int64)
-    except ValueError as error:
-        shapes = {np.shape(v) for v in raw.values()}
+        keys = np.fromiter((key for key, _ in items), dtype=np.int64, count=len(items))
+    except (TypeError, ValueError, OverflowError) as error:
+        raise RecFlowFormatError(f"{path}: a key is not an integer request id ({error}); expected int keys") from error
+    try:
+        stacked = np.stack([value for _, value in items])
+    except (ValueError, TypeError) as error:
+        shapes = {np.shape(value) for _, value in items}
         raise RecFlowFormatError(
-            f"{path}: sequences have shapes {sorted(shapes)[:5]}; expected ({SEQ_LEN}, {len(SEQ_ARRAY_COLUMNS)})"
+            f"{path}: sequences have shapes {sorted(shapes)[:5]}; expected ({SEQ_LEN}, {width})"
         ) from error
-    if stacked.shape[1:] != (SEQ_LEN, len(SEQ_ARRAY_COLUMNS)) or stacked.dtype.kind not in "iu":
+    if stacked.shape[1:] != (SEQ_LEN, width) or stacked.dtype.kind not in "iu":
         raise RecFlowFormatError(
             f"{path}: sequences have shape {stacked.shape[1:]} and dtype {stacked.dtype}; expected integer arrays "
-            f"of shape ({SEQ_LEN}, {len(SEQ_ARRAY_COLUMNS)})"
+            f"of shape ({SEQ_LEN}, {width})"
         )
-    order = np.argsort(keys)
-    keys, stacked = keys[order], stacked[order]
+    return keys, stacked.astype(np.int64, copy=False)
+
+
+def _last_of_each_key(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted distinct keys and, for each, the position of its last occurrence (a dict keeps the later value)."""
+    order = np.argsort(keys, kind="stable")
+    ordered = keys[order]
+    last = np.r_[ordered[1:] != ordered[:-1], True] if len(ordered) else np.zeros(0, dtype=bool)
+    return ordered[last], order[last]
+
+
+def _read_sequences(path: Path, ids: np.ndarray, acc: _Accumulator) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+    """The day's ``seq_effective_50_dict`` as one ``[R, 50]`` array per column, aligned with the request ids."""
+    parts = [_stack_sequences(path, items) for items in iter_dict_pickle(path, batch_items=SEQ_BATCH_ITEMS)]
+    keys = np.concatenate([k for k, _ in parts]) if parts else np.zeros(0, np.int64)
+    stacked = np.concatenate([v for _, v in parts]) if parts else np.zeros((0, SEQ_LEN, len(SEQ_ARRAY_COLUMNS)))
+    del parts
+    keys, rows = _last_of_each_key(keys)
     position = np.minimum(np.searchsorted(keys, ids), max(len(keys) - 1, 0))
     found = (keys[position] == ids) if len(keys) else np.zeros(len(ids), dtype=bool)
     seq = np.zeros((len(ids), SEQ_LEN, len(SEQ_ARRAY_COLUMNS)), dtype=np.int64)
-    seq[found] = stacked[position[found]]
-    valid = seq[:, :, SEQ_ARRAY_COLUMNS.index("time_ms")] > 0
-    out: dict[str, np.ndarray] = {}
-    for j, name in enumerate(SEQ_ARRAY_COLUMNS):
-        column = f"seq_{name}"
-        values = seq[:, :, j]
-        if name in ITEM_ID_COLUMNS:
-            values = _check_ids(values, path, f"column {j} ({name})")
-            acc.observe(name, values[valid])
-        elif name not in ("time_ms", "request_id", "upload_timestamp"):
-            values = _narrow(values, np.int32, path, f"column {j} ({name})")
-        out[column] = values
+    seq[found] = stacked[rows[position[found]]]
+    del stacked
     stats = {
         "requests_without_sequence": int((~found).sum()),
         "sequences_without_request": int(len(keys) - found.sum()),
     }
-    return out, stats
+    return _sequence_columns(seq, path, acc), stats
 
 
-def _read_ubm(path: Path) -> tuple[pa.Table, dict[str, int], dict[str, int]]:
-    """The day's ``ubm_seq_request_id_dict`` as rows (request_id, stage, the 8 stage-array columns).
-
-    Returns:
-        The table, its row counts, and the largest id of each item feature (thread-safe: mutates nothing).
-    """
-    raw = load_pickle(path)
-    if not isinstance(raw, dict):
-        raise RecFlowFormatError(f"{path}: expected a dict request_id -> dict stage -> int64 array (n, 8)")
+def _ubm_batch(path: Path, items: list[tuple[Any, Any]]) -> tuple[np.ndarray, np.ndarray, np.ndarray, set[str], int]:
+    """Request ids, stage codes and ``(n, 8)`` rows of a batch of UBM items; unknown stage keys (and count) dropped."""
     request_ids: list[int] = []
-    stage_names: list[str] = []
+    codes: list[int] = []
     arrays: list[np.ndarray] = []
+    unknown: set[str] = set()
+    n_unknown = 0
     try:  # per-request Python is unavoidable here: the pickle is a dict of dicts
-        for request_id, stages in raw.items():
+        for request_id, stages in items:
             for stage, array in stages.items():
+                code = STAGE_CODE.get(stage, -1)
+                if code < 0 or code == _UNFLAGGED:
+                    unknown.add(str(stage))
+                    n_unknown += 1
+                    continue
                 request_ids.append(request_id)
-                stage_names.append(stage)
+                codes.append(code)
                 arrays.append(array)
     except AttributeError as error:
         raise RecFlowFormatError(f"{path}: a value is not a dict stage -> array ({error}); expected dicts") from error
-    n_requests = len(raw)
-    del raw
-    codes = np.array([STAGE_CODE.get(stage, -1) for stage in stage_names], dtype=np.int8)
-    unknown = np.flatnonzero((codes < 0) | (codes == _UNFLAGGED))
-    if len(unknown):
-        logger.warning("%s: ignored unknown stage keys %s", path, sorted({str(stage_names[i]) for i in unknown}))
-        keep = np.setdiff1d(np.arange(len(codes)), unknown)
-        arrays = [arrays[i] for i in keep]
-        request_ids = [request_ids[i] for i in keep]
-        codes = codes[keep]
     width = len(STAGE_ARRAY_COLUMNS)
     try:
         counts = np.fromiter(map(len, arrays), dtype=np.int64, count=len(arrays))
@@ -275,33 +277,69 @@ def _read_ubm(path: Path) -> tuple[pa.Table, dict[str, int], dict[str, int]]:
     except (TypeError, ValueError) as error:
         shapes = sorted({str(np.shape(array)) for array in arrays})[:5]
         raise RecFlowFormatError(f"{path}: stage arrays have shapes {shapes}; expected (n, {width})") from error
-    del arrays
     if matrix.ndim != 2 or matrix.shape[1] != width or matrix.dtype.kind not in "iu":
         raise RecFlowFormatError(
             f"{path}: stage arrays have shape (n, {matrix.shape[1:]}) and dtype {matrix.dtype}; expected integer "
             f"arrays (n, {width}) with columns {list(STAGE_ARRAY_COLUMNS)}"
         )
-    matrix = np.ascontiguousarray(matrix.T)  # one contiguous row per column
     rid = np.repeat(np.asarray(request_ids, dtype=np.int64), counts)
-    stage = np.repeat(codes, counts)
-    key = rid * N_STAGES + stage
-    order = None if np.all(key[1:] >= key[:-1]) else np.argsort(key, kind="stable")
-    columns: dict[str, np.ndarray] = {"request_id": rid, "stage": stage}
-    observed: dict[str, int] = {}
+    return rid, np.repeat(np.asarray(codes, dtype=np.int8), counts), matrix, unknown, n_unknown
+
+
+def _ubm_columns(path: Path, matrix: np.ndarray, observed: dict[str, int]) -> dict[str, np.ndarray]:
+    """The 8 stage-array columns of ``(n, 8)`` UBM rows, checked and narrowed (``observed`` gets the largest ids)."""
+    columns: dict[str, np.ndarray] = {}
     for j, name in enumerate(STAGE_ARRAY_COLUMNS):
-        values = matrix[j]
+        values = matrix[:, j]
         if name in ITEM_ID_COLUMNS:
             values = _check_ids(values, path, f"column {j} ({name})")
             if len(values):
-                observed[name] = int(values.max())
+                observed[name] = max(observed.get(name, -1), int(values.max()))
         elif name == "effective_view":
             values = values.astype(np.int8)
         elif name != "upload_timestamp":
             values = _narrow(values, np.int32, path, f"column {j} ({name})")
-        columns[name] = values
-    if order is not None:
+        columns[name] = np.ascontiguousarray(values)
+    return columns
+
+
+def _read_ubm(path: Path) -> tuple[pa.Table, dict[str, int], dict[str, int]]:
+    """The day's ``ubm_seq_request_id_dict`` as rows (request_id, stage, the 8 stage-array columns).
+
+    The pickle is streamed (:func:`~stcrank.data.recflow.pickles.iter_dict_pickle`) and each batch of requests is
+    turned into checked, narrowed columns at once, so the dict of arrays never exists whole.
+
+    Returns:
+        The table, its row counts, and the largest id of each item feature (thread-safe: mutates nothing).
+    """
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in ("request_id", "stage", *STAGE_ARRAY_COLUMNS)}
+    unknown: set[str] = set()
+    observed: dict[str, int] = {}
+    n_requests = n_unknown = 0
+    for items in iter_dict_pickle(path, batch_items=SEQ_BATCH_ITEMS):
+        rid, stage, matrix, batch_unknown, batch_n_unknown = _ubm_batch(path, items)
+        n_requests += len(items)
+        n_unknown += batch_n_unknown
+        unknown |= batch_unknown
+        del items
+        parts["request_id"].append(rid)
+        parts["stage"].append(stage)
+        for name, values in _ubm_columns(path, matrix, observed).items():
+            parts[name].append(values)
+    if unknown:
+        logger.warning("%s: ignored unknown stage keys %s", path, sorted(unknown))
+    empty = _ubm_columns(path, np.zeros((0, len(STAGE_ARRAY_COLUMNS)), np.int64), {})
+    empty.update(request_id=np.zeros(0, np.int64), stage=np.zeros(0, np.int8))
+    columns: dict[str, np.ndarray] = {}
+    for name in parts:  # one column at a time: the parts of the others are not copied meanwhile
+        columns[name] = np.concatenate(parts[name]) if parts[name] else empty[name]
+        parts[name] = []
+    key = columns["request_id"] * N_STAGES + columns["stage"]
+    if np.any(key[1:] < key[:-1]):
+        order = np.argsort(key, kind="stable")
         columns = {name: values[order] for name, values in columns.items()}
-    stats = {"ubm_requests": n_requests, "ubm_rows": len(rid), "ubm_unknown_stage_keys": len(unknown)}
+    del key
+    stats = {"ubm_requests": n_requests, "ubm_rows": len(columns["request_id"]), "ubm_unknown_stage_keys": n_unknown}
     return pa.table(columns), stats, observed
 
 
@@ -463,55 +501,152 @@ class _UnsortedError(Exception):
     """The rows of ``all_stage`` are not grouped by request in increasing request id order (streaming needs it)."""
 
 
-class _SequenceSource:
-    """A day's ``seq_effective_50_dict``, looked up a chunk of requests at a time.
+class _UnorderedSequencesError(Exception):
+    """A key of ``seq_effective_50_dict`` arrived after the chunk of its request was written (keys out of order)."""
 
-    The dict itself is loaded whole (the restricted unpickler has no streaming mode): about 4.1 KB per request
-    (a ``(50, 10)`` int64 array plus the array object), 1 GB for the release's 251K requests a day. Entries are
-    dropped as their requests are written, so the stacked copies never exceed a chunk.
+
+class _SequenceSource:
+    """A day's ``seq_effective_50_dict`` streamed, looked up a chunk of requests (increasing ids) at a time.
+
+    The pickle is read batch by batch (:func:`~stcrank.data.recflow.pickles.iter_dict_pickle`) only as far as the
+    chunk's largest request id, so memory is bounded by the chunk when the keys come in increasing request id, as
+    the release and the generator write them. A key that arrives after its chunk was written raises
+    :class:`_UnorderedSequencesError`; the day is then imported again with :class:`_SpilledSequences`.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        raw = load_pickle(path)
-        if not isinstance(raw, dict):
-            raise RecFlowFormatError(f"{path}: expected a dict request_id -> int64 array (50, 10), got {type(raw)}")
-        self.raw = raw
-        self.total = len(raw)
-        self.found = 0
         self.width = len(SEQ_ARRAY_COLUMNS)
+        self.batches = iter_dict_pickle(path, batch_items=SEQ_BATCH_ITEMS)
+        self.parts: list[tuple[np.ndarray, np.ndarray]] = []  # pulled, not yet looked up (all keys > served)
+        self.max_key = np.iinfo(np.int64).min  # largest key pulled so far
+        self.ordered = True  # the parts' keys are increasing, within and across parts
+        self.served = np.iinfo(np.int64).min  # largest request id looked up so far
+        self.found = 0
+        self.unmatched = 0
+
+    def _pull(self) -> bool:
+        """Read the next batch into ``parts``; False at the end of the file."""
+        items = next(self.batches, None)
+        if items is None:
+            return False
+        keys, values = _stack_sequences(self.path, items)
+        del items
+        if len(keys):
+            if int(keys.min()) <= self.served:
+                raise _UnorderedSequencesError
+            if not self.parts:
+                self.ordered = True
+            self.ordered = self.ordered and int(keys[0]) > self.max_key and bool(np.all(keys[1:] > keys[:-1]))
+            self.parts.append((keys, values))
+            self.max_key = max(self.max_key, int(keys.max()))
+        return True
+
+    def _pending(self) -> tuple[np.ndarray, np.ndarray]:
+        """The pulled, not yet looked up sequences: sorted distinct keys (the later value of a key wins)."""
+        keys = np.concatenate([k for k, _ in self.parts]) if self.parts else np.zeros(0, np.int64)
+        values = np.concatenate([v for _, v in self.parts]) if self.parts else np.zeros((0, SEQ_LEN, self.width))
+        self.parts = []
+        if np.any(keys[1:] <= keys[:-1]):
+            keys, rows = _last_of_each_key(keys)
+            values = values[rows]
+        return keys, values.astype(np.int64, copy=False)
 
     def take(self, ids: np.ndarray, acc: _Accumulator) -> dict[str, np.ndarray]:
         """The sequence columns ``[len(ids), 50]`` of requests ``ids`` (zeros where a request has none)."""
-        values = [self.raw.pop(int(i), None) for i in ids.tolist()]
-        found = np.array([v is not None for v in values], dtype=bool)
-        present = [v for v in values if v is not None]
-        self.found += len(present)
         seq = np.zeros((len(ids), SEQ_LEN, self.width), dtype=np.int64)
-        if present:
-            try:
-                stacked = np.stack(present)
-            except ValueError as error:
-                shapes = {np.shape(v) for v in present}
-                raise RecFlowFormatError(
-                    f"{self.path}: sequences have shapes {sorted(shapes)[:5]}; expected ({SEQ_LEN}, {self.width})"
-                ) from error
-            self._check(stacked)
-            seq[found] = stacked
+        if len(ids):
+            upper = int(ids[-1])
+            while self.max_key <= upper and self._pull():
+                pass
+            if self.ordered:  # the usual case: look up part by part, without concatenating them
+                rest: list[tuple[np.ndarray, np.ndarray]] = []
+                for keys, values in self.parts:
+                    done = int(np.searchsorted(keys, upper, side="right"))
+                    if done:
+                        position = np.minimum(np.searchsorted(keys[:done], ids), done - 1)
+                        found = keys[position] == ids
+                        seq[found] = values[position[found]]
+                        self.found += int(found.sum())
+                        self.unmatched += done - int(found.sum())
+                    if done < len(keys):
+                        rest.append((keys[done:], values[done:]))
+                self.parts = rest
+                self.served = upper
+                return _sequence_columns(seq, self.path, acc)
+            keys, values = self._pending()
+            done = int(np.searchsorted(keys, upper, side="right"))
+            position = np.minimum(np.searchsorted(keys[:done], ids), max(done - 1, 0))
+            found = (keys[position] == ids) if done else np.zeros(len(ids), dtype=bool)
+            seq[found] = values[position[found]]
+            self.found += int(found.sum())
+            self.unmatched += done - int(found.sum())
+            if done < len(keys):
+                self.parts.append((keys[done:], values[done:]))
+            self.served = upper
         return _sequence_columns(seq, self.path, acc)
 
-    def _check(self, stacked: np.ndarray) -> None:
-        if stacked.shape[1:] != (SEQ_LEN, self.width) or stacked.dtype.kind not in "iu":
-            raise RecFlowFormatError(
-                f"{self.path}: sequences have shape {stacked.shape[1:]} and dtype {stacked.dtype}; expected integer "
-                f"arrays of shape ({SEQ_LEN}, {self.width})"
-            )
+    def stats(self, n_requests: int) -> dict[str, int]:
+        """Requests without a sequence, and sequences of no request (the rest of the file is read and checked)."""
+        leftover = [self._pending()[0]]
+        while self._pull():  # only the keys are kept: the values are checked, then dropped
+            leftover.append(self._pending()[0])
+        self.unmatched += len(np.unique(np.concatenate(leftover)))
+        return {"requests_without_sequence": n_requests - self.found, "sequences_without_request": self.unmatched}
+
+    def close(self) -> None:
+        """Stop reading the pickle."""
+        self.batches.close()
+
+
+class _SpilledSequences(_SequenceSource):
+    """``seq_effective_50_dict`` whose keys are not in request id order: spilled to a raw file, read back by id.
+
+    The sequences are written in file order to ``spill_dir/sequences.bin`` (4000 bytes each) with only their keys
+    kept in memory (8 bytes a request); each chunk then reads its requests' records through a memory map, so
+    memory stays bounded by the chunk.
+    """
+
+    def __init__(self, path: Path, spill_dir: Path) -> None:
+        self.path = path
+        self.width = len(SEQ_ARRAY_COLUMNS)
+        spill_dir.mkdir(parents=True, exist_ok=True)
+        self.spill = spill_dir / "sequences.bin"
+        keys: list[np.ndarray] = []
+        with self.spill.open("wb") as file:
+            for items in iter_dict_pickle(path, batch_items=SEQ_BATCH_ITEMS):
+                batch_keys, values = _stack_sequences(path, items)
+                del items
+                keys.append(batch_keys)
+                file.write(np.ascontiguousarray(values).tobytes())
+        self.records = sum(map(len, keys))
+        self.keys, self.rows = _last_of_each_key(np.concatenate(keys) if keys else np.zeros(0, np.int64))
+        self.found = 0
+
+    def take(self, ids: np.ndarray, acc: _Accumulator) -> dict[str, np.ndarray]:
+        """The sequence columns ``[len(ids), 50]`` of requests ``ids`` (zeros where a request has none)."""
+        seq = np.zeros((len(ids), SEQ_LEN, self.width), dtype=np.int64)
+        if len(ids) and len(self.keys):
+            position = np.minimum(np.searchsorted(self.keys, ids), len(self.keys) - 1)
+            found = self.keys[position] == ids
+            rows = self.rows[position[found]]
+            if len(rows):
+                spilled = np.memmap(self.spill, dtype=np.int64, mode="r", shape=(self.records, SEQ_LEN, self.width))
+                seq[found] = spilled[rows]
+                del spilled
+            self.found += int(found.sum())
+        return _sequence_columns(seq, self.path, acc)
 
     def stats(self, n_requests: int) -> dict[str, int]:
-        """Requests without a sequence, and sequences of no request (the entries left over)."""
-        for value in self.raw.values():  # the leftovers are checked too, as when the dict is read whole
-            self._check(np.asarray(value)[None])
-        return {"requests_without_sequence": n_requests - self.found, "sequences_without_request": len(self.raw)}
+        """Requests without a sequence, and sequences of no request."""
+        return {
+            "requests_without_sequence": n_requests - self.found,
+            "sequences_without_request": len(self.keys) - self.found,
+        }
+
+    def close(self) -> None:
+        """Remove the spill file."""
+        shutil.rmtree(self.spill.parent, ignore_errors=True)
 
 
 def _sequence_columns(seq: np.ndarray, path: Path, acc: _Accumulator) -> dict[str, np.ndarray]:
@@ -548,38 +683,70 @@ class _DayStats:
 
 
 class _ChunkWriter:
-    """Parquet files of a partition written row group by row group (one schema, fixed by the first chunk)."""
+    """Parquet files of a partition written row group by row group (one schema, fixed by the first chunk).
 
-    def __init__(self, partition: Path) -> None:
+    Writes run on one background thread, in order, so that encoding chunk ``i`` (pyarrow releases the GIL)
+    overlaps reading and converting chunk ``i + 1``; at most ``backlog`` writes wait, which bounds the memory held
+    by tables not yet written.
+    """
+
+    def __init__(self, partition: Path, backlog: int = 2) -> None:
         partition.mkdir(parents=True, exist_ok=True)
         self.partition = partition
         self.writers: dict[str, pq.ParquetWriter] = {}
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parquet-writer")
+        self.pending: list[Future[None]] = []
+        self.backlog = backlog
 
-    def write(self, name: str, table: pa.Table) -> None:
+    def _write(self, name: str, table: pa.Table) -> None:
         if name not in self.writers:
             self.writers[name] = pq.ParquetWriter(self.partition / f"{name}.parquet", table.schema, **PARQUET_OPTIONS)
         self.writers[name].write_table(table)
 
+    def write(self, name: str, table: pa.Table) -> None:
+        """Queue a row group of ``name``; waits while ``backlog`` writes are queued (raises a failed write's error)."""
+        while len(self.pending) >= self.backlog:
+            self.pending.pop(0).result()
+        self.pending.append(self.pool.submit(self._write, name, table))
+
     def close(self) -> None:
-        for writer in self.writers.values():
-            writer.close()
+        """Finish the queued writes and close the files (the first error of a write is raised)."""
+        try:
+            for future in self.pending:
+                future.result()
+        finally:
+            self.pending.clear()
+            self.pool.shutdown(wait=True)
+            for writer in self.writers.values():
+                writer.close()
 
 
 def _import_day_chunked(
-    files: DayFiles, partition: Path, acc: _Accumulator, chunk_rows: int, ubm: UbmSource, store_root: Path
+    files: DayFiles,
+    partition: Path,
+    acc: _Accumulator,
+    chunk_rows: int,
+    ubm: UbmSource,
+    store_root: Path,
+    spill: bool = False,
 ) -> dict[str, Any]:
     """Convert one day chunk by chunk: ``all_stage`` is streamed, memory is bounded by ``chunk_rows`` rows.
 
     A request whose rows straddle two chunks is carried over whole into the next chunk. Raises :class:`_UnsortedError`
     (before anything is complete) when the rows are not grouped by increasing request id; the caller then falls
-    back to :func:`_import_day`.
+    back to :func:`_import_day`. Raises :class:`_UnorderedSequencesError` when the keys of ``seq_effective_50_dict``
+    are not in request id order and ``spill`` is False; the caller then imports the day again with ``spill``.
     """
     clock = _Clock()
     with clock("read_feather"):
         exposure_rows = read_feather_columns(files.realshow, ROW_KINDS)  # exposures: ~2% of the stage rows
     exp_id = exposure_rows["request_id"]
     with clock("sequences"):
-        sequences = _SequenceSource(files.seq_effective_50_dict)
+        sequences = (
+            _SpilledSequences(files.seq_effective_50_dict, partition / ".sequences")
+            if spill
+            else _SequenceSource(files.seq_effective_50_dict)
+        )
     writer = _ChunkWriter(partition)
     stats = _DayStats()
     ids_parts: list[np.ndarray] = []
@@ -640,8 +807,12 @@ def _import_day_chunked(
                 if tail:
                     flush({name: values[:tail] for name, values in chunk.items()}, int(rid[tail]) - 1)
             chunk = upcoming
+        with clock("sequences"):
+            seq_stats = sequences.stats(sum(map(len, ids_parts)))
     finally:
-        writer.close()
+        with clock("write"):
+            writer.close()
+        sequences.close()
     ids = np.concatenate(ids_parts)
     with clock("index"):
         exposures = {
@@ -668,11 +839,10 @@ def _import_day_chunked(
         "stage_rows": {name: int(n) for name, n in zip(STORE_STAGES, stats.stage_rows, strict=True)},
         "corpus": len(corpus),
         "corpus_source": corpus_source,
-        **sequences.stats(len(ids)),
+        **seq_stats,
         "chunk_rows": chunk_rows,
     }
-    sequences.raw.clear()  # free the inputs before the UBM table
-    exposure_rows.clear()
+    exposure_rows.clear()  # free the inputs before the UBM table
     del exposures
     _import_ubm(files, partition, acc, ubm, referenced, store_root, clock, result)
     result["phase_seconds"] = clock.seconds
@@ -798,7 +968,15 @@ def _import_one(
     """Import a day streamed in chunks, or whole when ``chunk_rows`` is None or its rows are not sorted."""
     if chunk_rows is not None:
         try:
-            return _import_day_chunked(files, partition, acc, chunk_rows, ubm, root)
+            try:
+                return _import_day_chunked(files, partition, acc, chunk_rows, ubm, root)
+            except _UnorderedSequencesError:
+                logger.info(
+                    "%s: keys not in increasing request id; spilling the sequences to disk and importing the day again",
+                    files.seq_effective_50_dict,
+                )
+                shutil.rmtree(partition, ignore_errors=True)
+                return _import_day_chunked(files, partition, acc, chunk_rows, ubm, root, spill=True)
         except _UnsortedError:
             logger.info("%s: rows not grouped by increasing request id; reading the day whole", files.all_stage)
             shutil.rmtree(partition, ignore_errors=True)

@@ -313,3 +313,53 @@ def test_ubm_derived_from_all_stage_equals_the_pickle_rows(make_release, tmp_pat
     assert not RecFlowStore(tmp_path / "none").has_table(nothing["days"][0], "ubm")
     with pytest.raises(ValueError, match="ubm must be"):
         import_recflow(src=str(release), dst=str(tmp_path / "bad"), ubm="maybe")
+
+
+@pytest.mark.parametrize("chunk_rows", [37, 10**9])
+def test_sequences_out_of_request_order_are_spilled_and_equal(make_release, tmp_path, caplog, monkeypatch, chunk_rows):
+    from stcrank.data.recflow import importer
+
+    monkeypatch.setattr(importer, "SEQ_BATCH_ITEMS", 4)  # several batches per day, as on a real day
+    release = make_release(days=2)
+    for day in ("2024-01-13", "2024-01-14"):
+        path = release / "seq_effective_50_dict" / f"{day}.pkl"
+        seq = _load(path)
+        keys = list(seq)
+        assert keys == sorted(keys)  # as the generator writes them
+        shuffled = [keys[i] for i in np.random.default_rng(0).permutation(len(keys))]
+        _dump({key: seq[key] for key in shuffled}, path)
+        _rebatch(release / "all_stage" / f"{day}.feather", 29)
+    whole = import_recflow(src=str(release), dst=str(tmp_path / "whole"), chunk_rows=None)
+    with caplog.at_level("INFO"):
+        chunked = import_recflow(src=str(release), dst=str(tmp_path / "chunked"), chunk_rows=chunk_rows)
+    assert ("spilling the sequences" in caplog.text) == (chunk_rows == 37)
+    for day in ("2024-01-13", "2024-01-14"):
+        expected, got = _tables(tmp_path / "whole", day), _tables(tmp_path / "chunked", day)
+        assert expected.keys() == got.keys()
+        assert all(got[name].equals(expected[name]) for name in expected), day
+        assert sorted(p.name for p in (tmp_path / "chunked" / "days" / day).iterdir()) == sorted(
+            f"{name}.parquet" for name in expected
+        )
+        for key in ("requests_without_sequence", "sequences_without_request"):
+            assert chunked["rows"][day][key] == whole["rows"][day][key]
+
+
+def test_sequences_of_no_request_and_requests_without_one_are_counted(make_release, tmp_path, monkeypatch):
+    from stcrank.data.recflow import importer
+
+    monkeypatch.setattr(importer, "SEQ_BATCH_ITEMS", 3)
+    release = make_release(days=1)
+    path = release / "seq_effective_50_dict" / "2024-01-13.pkl"
+    seq = _load(path)
+    keys = sorted(seq)
+    dropped = keys[3:5]
+    extra = {keys[-1] + 1000: seq[keys[0]], -5: seq[keys[1]]}
+    _dump({**{k: seq[k] for k in keys if k not in dropped}, **extra}, path)
+    _rebatch(release / "all_stage" / "2024-01-13.feather", 29)
+    for chunk_rows in (None, 41):
+        manifest = import_recflow(src=str(release), dst=str(tmp_path / f"s{chunk_rows}"), chunk_rows=chunk_rows)
+        rows = manifest["rows"]["2024-01-13"]
+        assert rows["requests_without_sequence"] == 2 and rows["sequences_without_request"] == 2
+        requests = RecFlowStore(tmp_path / f"s{chunk_rows}").requests("2024-01-13", ["request_id", "seq_time_ms"])
+        missing = np.isin(requests["request_id"], dropped)
+        assert missing.sum() == 2 and not requests["seq_time_ms"][missing].any()

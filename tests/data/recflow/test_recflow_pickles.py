@@ -1,3 +1,4 @@
+import collections
 import os
 import pickle
 
@@ -5,7 +6,7 @@ import numpy as np
 import pytest
 
 from stcrank.data.recflow.errors import RecFlowFormatError
-from stcrank.data.recflow.pickles import UnsafePickleError, load_pickle, loads_pickle
+from stcrank.data.recflow.pickles import UnsafePickleError, iter_dict_pickle, load_pickle, loads_pickle
 
 SAMPLE = {
     7: {"realshow": np.arange(16, dtype=np.int64).reshape(2, 8), "rank_pos": np.zeros((0, 8), np.int64)},
@@ -86,3 +87,127 @@ def test_dict_pickle_writer_streams_an_ordinary_dict(tmp_path):
     truncated.write_bytes(path.read_bytes()[:-40])
     with pytest.raises(RecFlowFormatError, match="truncated"):
         load_pickle(truncated)
+
+
+def _items(path, **options):
+    return [item for batch in iter_dict_pickle(path, **options) for item in batch]
+
+
+def _same_items(got, expected):
+    assert [key for key, _ in got] == list(expected)
+    for key, value in got:
+        assert type(value) is type(expected[key])
+        if isinstance(value, np.ndarray):
+            assert value.dtype == expected[key].dtype and np.array_equal(value, expected[key])
+        elif isinstance(value, dict):
+            assert list(value) == list(expected[key])
+            assert all(np.array_equal(value[s], expected[key][s]) for s in value)
+        else:
+            assert value == expected[key]
+
+
+STREAMED = {
+    **{int(k): np.arange(k, k + 500, dtype=np.int64).reshape(50, 10) for k in (np.arange(2600) * 7919) % 10007},
+    -1: {"realshow": np.zeros((2, 8), np.int32), "rank_pos": np.ones((0, 8), np.int64)},
+    "name": "x" * 200,
+    "scalar": np.int64(5),
+    "pair": (1, [2, 3]),
+}
+
+
+@pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))
+def test_iter_dict_pickle_yields_the_items_in_file_order_under_every_protocol(tmp_path, protocol):
+    path = tmp_path / "seq.pkl"
+    path.write_bytes(pickle.dumps(STREAMED, protocol=protocol))
+    batches = list(iter_dict_pickle(path, batch_items=300))
+    assert all(len(batch) == 300 for batch in batches[:-1]) and 0 < len(batches[-1]) <= 300
+    _same_items([item for batch in batches for item in batch], STREAMED)
+    _same_items(_items(path, prune_items=3), STREAMED)  # pruned every few items: still the same items
+
+
+@pytest.mark.parametrize("n", [0, 1, 1000, 1001, 2999])
+def test_iter_dict_pickle_sizes_and_the_writer(tmp_path, n):
+    from stcrank.data.recflow.pickles import DictPickleWriter
+
+    expected = {i: np.full((i % 3, 8), i, dtype=np.int64) for i in range(n)}
+    (tmp_path / "dumped.pkl").write_bytes(pickle.dumps(expected, protocol=4))  # 1001 items: a one-item SETITEM last
+    _same_items(_items(tmp_path / "dumped.pkl", prune_items=700), expected)
+    with DictPickleWriter(tmp_path / "written.pkl") as writer:
+        writer.write(list(expected.items())[:7])
+        writer.write(list(expected.items())[7:])
+    _same_items(_items(tmp_path / "written.pkl", prune_items=900), expected)
+
+
+def test_iter_dict_pickle_memory_is_bounded_by_the_pruning_interval(tmp_path):
+    import gc
+    import weakref
+
+    path = tmp_path / "big.pkl"
+    path.write_bytes(pickle.dumps({i: np.full((50, 10), i) for i in range(3000)}, protocol=4))
+    stream = iter_dict_pickle(path, batch_items=100, prune_items=200)
+    first = next(stream)
+    alive = weakref.ref(first[0][1])
+    del first
+    for _ in range(10):
+        next(stream)
+    gc.collect()
+    assert alive() is None  # the unpickler's memo no longer holds the first arrays
+    stream.close()
+
+
+def test_iter_dict_pickle_items_sharing_an_array_are_read_again_unpruned(tmp_path, caplog):
+    shared = np.arange(12)
+    expected = {i: shared for i in range(2500)}  # Python's pickler refers back to it from later batches of 1000
+    path = tmp_path / "shared.pkl"
+    path.write_bytes(pickle.dumps(expected, protocol=4))
+    with caplog.at_level("INFO"):
+        got = _items(path, batch_items=400, prune_items=300)
+    _same_items(got, expected)
+    assert "reading it again unpruned" in caplog.text
+
+
+def test_iter_dict_pickle_other_pickles_are_loaded_whole_or_refused(tmp_path):
+    path = tmp_path / "ordered.pkl"
+    path.write_bytes(pickle.dumps(collections.OrderedDict([(1, np.ones(3)), (2, np.zeros(3))])))
+    assert [key for key, _ in _items(path)] == [1, 2]
+    path.write_bytes(pickle.dumps([1, 2, 3]))
+    with pytest.raises(RecFlowFormatError, match=r"ordered\.pkl: expected a pickled dict at the top level, got list"):
+        _items(path)
+
+
+def test_iter_dict_pickle_refuses_unsafe_truncated_and_missing_files(tmp_path, capfd):
+    path = tmp_path / "evil.pkl"
+    path.write_bytes(pickle.dumps({**{i: np.zeros(3) for i in range(2500)}, 9999: _RunsCode()}))
+    with pytest.raises(UnsafePickleError, match=r"evil\.pkl") as caught:
+        _items(path, prune_items=100)
+    assert caught.value.name == "system" and "unsafe" not in capfd.readouterr().out
+    data = pickle.dumps({i: np.zeros((50, 10)) for i in range(2000)})
+    for cut in (len(data) // 2, len(data) - 1, 12):
+        path.write_bytes(data[:cut])
+        with pytest.raises(RecFlowFormatError, match=r"evil\.pkl: corrupt or truncated"):
+            _items(path)
+    with pytest.raises(RecFlowFormatError, match="not found"):
+        _items(tmp_path / "absent.pkl")
+
+
+def test_iter_dict_pickle_stops_cleanly_when_the_reader_stops(tmp_path):
+    import threading
+
+    path = tmp_path / "many.pkl"
+    path.write_bytes(pickle.dumps({i: np.zeros(4) for i in range(20000)}))
+    before = threading.active_count()
+    for batch in iter_dict_pickle(path, batch_items=10):
+        assert len(batch) == 10
+        break
+    assert threading.active_count() == before
+
+
+def test_iter_dict_pickle_top_level_dict_takes_items_only(tmp_path):
+    path = tmp_path / "crafted.pkl"
+    # the top-level dict (memo 0) fetched again and BUILD with a state that would replace its attributes
+    path.write_bytes(b"\x80\x02}q\x00h\x00}X\x07\x00\x00\x00_streamK\x01sb0(K\x01K\x02u.")
+    with pytest.raises(RecFlowFormatError, match=r"crafted\.pkl"):
+        _items(path)
+    path.write_bytes(b"\x80\x02}q\x00(K\x01Pstcrank-dict-sink\nu.")  # a persistent id of the file's own
+    with pytest.raises(UnsafePickleError, match=r"crafted\.pkl"):
+        _items(path)
