@@ -197,17 +197,9 @@ class EShopDataModule(BaseDataModule):
             if len(split) == 0:
                 raise ValueError(f"{self.root}: the {name} split is empty; use more sessions or larger fractions")
 
-    def _distributed(self) -> tuple[int, int]:
-        trainer = getattr(self, "trainer", None)
-        if trainer is not None:
-            return int(trainer.global_rank), int(trainer.world_size)
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            return torch.distributed.get_rank(), torch.distributed.get_world_size()
-        return 0, 1
-
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         data = self.splits[split]
-        rank, world_size = self._distributed()
+        rank, world_size = self.distributed_rank()
         size = self.batch_size if shuffle else self.eval_batch_size
         sampler = DayBatchSampler([len(data)], size, shuffle=shuffle, seed=self.seed, rank=rank, world_size=world_size)
         # The sampler yields whole batches (batch_size=None) and is already sharded, so Lightning leaves it as is.

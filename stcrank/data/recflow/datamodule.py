@@ -202,14 +202,6 @@ class RecFlowDataModule(BaseDataModule):
             out.append(parts)
         return out
 
-    def _distributed(self) -> tuple[int, int]:
-        trainer = getattr(self, "trainer", None)
-        if trainer is not None:
-            return int(trainer.global_rank), int(trainer.world_size)
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            return torch.distributed.get_rank(), torch.distributed.get_world_size()
-        return 0, 1
-
     def _loader(
         self,
         days: Sequence[str],
@@ -220,7 +212,7 @@ class RecFlowDataModule(BaseDataModule):
         world_size: int | None = None,
     ) -> DataLoader:
         if rank is None or world_size is None:
-            rank, world_size = self._distributed()
+            rank, world_size = self.distributed_rank()
         parts = self.day_parts(days, shuffle)
         if all(len(day_parts) == 1 for day_parts in parts):
             units: list[str | DayPart] = list(days)  # whole days: exactly the unchunked behaviour
