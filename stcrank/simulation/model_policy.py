@@ -10,7 +10,7 @@ plain mapping (a YAML entry of ``stcrank simulate``) into the policy.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -168,6 +168,29 @@ def build_reranker(spec: Mapping[str, Any] | str | None) -> Any:
     return registry.build("rerankers", spec["name"], **dict(spec.get("init_args", {})))
 
 
+def _predictor(
+    spec: Mapping[str, Any],
+    data_root: str | Path | None,
+    truth: Callable[..., Any],
+    truth_defaults: Mapping[str, Any],
+    model: Callable[[nn.Module], Any],
+    kind: str,
+) -> Any:
+    # The three spec forms shared by focus (F) and homepage (E) predictors.
+    spec = dict(spec)
+    if "truth" in spec:
+        return truth(**{**truth_defaults, **dict(spec["truth"] or {})})
+    if "model" in spec:
+        return model(spec["model"])
+    if "checkpoint" in spec and "config" in spec:
+        if data_root is None:
+            raise ValueError("a checkpoint predictor needs the log directory (data root)")
+        return model(load_task(spec["config"], spec["checkpoint"], data_root))
+    raise ValueError(
+        f"{kind}predictor spec must have 'truth', 'model' or 'config' + 'checkpoint'; got keys {sorted(spec)}"
+    )
+
+
 def build_predictor(spec: Mapping[str, Any], data_root: str | Path | None = None, seed: int = 0) -> FPredictor:
     """A predictor from ``{"truth": {noise, vtr_threshold, sdr_label}}`` or ``{"config": ..., "checkpoint": ...}``.
 
@@ -182,17 +205,7 @@ def build_predictor(spec: Mapping[str, Any], data_root: str | Path | None = None
     Raises:
         ValueError: If the spec is neither form.
     """
-    spec = dict(spec)
-    if "truth" in spec:
-        args = {"seed": seed, **dict(spec["truth"] or {})}
-        return TruthPredictor(**args)
-    if "model" in spec:
-        return ModelPredictor(spec["model"])
-    if "checkpoint" in spec and "config" in spec:
-        if data_root is None:
-            raise ValueError("a checkpoint predictor needs the log directory (data root)")
-        return ModelPredictor(load_task(spec["config"], spec["checkpoint"], data_root))
-    raise ValueError(f"predictor spec must have 'truth', 'model' or 'config' + 'checkpoint'; got keys {sorted(spec)}")
+    return _predictor(spec, data_root, TruthPredictor, {"seed": seed}, ModelPredictor, "")
 
 
 def build_policy(spec: Mapping[str, Any], data_root: str | Path | None = None, seed: int = 0) -> FPolicy:
@@ -231,16 +244,7 @@ def build_e_predictor(spec: Mapping[str, Any], data_root: str | Path | None = No
     Raises:
         ValueError: If the spec is none of the forms.
     """
-    spec = dict(spec)
-    if "truth" in spec:
-        return ETruthPredictor(**{"noise": 0.8, "seed": seed, **dict(spec["truth"] or {})})
-    if "model" in spec:
-        return EModelPredictor(spec["model"])
-    if "checkpoint" in spec and "config" in spec:
-        if data_root is None:
-            raise ValueError("a checkpoint predictor needs the log directory (data root)")
-        return EModelPredictor(load_task(spec["config"], spec["checkpoint"], data_root))
-    raise ValueError(f"E predictor spec must have 'truth', 'model' or 'config' + 'checkpoint'; got keys {sorted(spec)}")
+    return _predictor(spec, data_root, ETruthPredictor, {"noise": 0.8, "seed": seed}, EModelPredictor, "E ")
 
 
 def build_e_policy(spec: Mapping[str, Any] | None, seed: int = 0, data_root: str | Path | None = None) -> EPolicy:
