@@ -22,19 +22,9 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from stcrank.models.mmoe import MMoE
+from stcrank.models.mmoe import DEFAULT_CATEGORICAL, MMoE
 
-E_CATEGORICAL: tuple[str, ...] = (
-    "user_id",
-    "user_segment",
-    "user_activity_bucket",
-    "user_purchase_bucket",
-    "user_price_bucket",
-    "item_id",
-    "item_category",
-    "item_brand",
-    "item_price_bucket",
-)
+E_CATEGORICAL: tuple[str, ...] = tuple(name for name in DEFAULT_CATEGORICAL if not name.startswith("trigger_"))
 """Categorical columns of the E log embedded by default (profile and shown item)."""
 
 DEFAULT_PRODUCTS: dict[str, list[str]] = {
