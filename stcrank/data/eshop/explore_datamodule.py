@@ -100,6 +100,7 @@ class EShopExploreDataModule(EShopDataModule):
         split_seed: Seed of the visit split.
         predict_split: Split served by ``predict``.
         num_workers: DataLoader workers.
+        seed: Seed of the training shuffle (a new permutation every epoch, a function of ``(seed, epoch)``).
     """
 
     def __init__(
@@ -113,6 +114,7 @@ class EShopExploreDataModule(EShopDataModule):
         split_seed: int = 0,
         predict_split: str = "val",
         num_workers: int = 0,
+        seed: int = 0,
     ) -> None:
         super().__init__(
             root,
@@ -124,6 +126,7 @@ class EShopExploreDataModule(EShopDataModule):
             split_seed=split_seed,
             predict_split=predict_split,
             num_workers=num_workers,
+            seed=seed,
         )
         chosen = list(tasks) if tasks is not None else list(PRODUCT_LABELS)
         unknown = [t for t in chosen if t not in PRODUCT_LABELS]

@@ -54,3 +54,13 @@ def test_unknown_tasks_are_rejected(eshop_store):
         EShopExploreDataModule(str(eshop_store), tasks=["ctr", "nope"])
     dm = EShopExploreDataModule(str(eshop_store), tasks=["ctr"])
     assert dm.tasks == ["ctr"]
+
+
+def test_the_training_shuffle_follows_the_seed(eshop_store):
+    def first_rows(seed: int) -> torch.Tensor:
+        dm = EShopExploreDataModule(str(eshop_store), batch_size=64, seed=seed)
+        dm.setup()
+        return next(iter(dm.train_dataloader()))["visit_id"]
+
+    assert torch.equal(first_rows(3), first_rows(3))
+    assert not torch.equal(first_rows(3), first_rows(4))
