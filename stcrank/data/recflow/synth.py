@@ -60,6 +60,7 @@ from stcrank.data.recflow.pickles import DictPickleWriter
 from stcrank.data.recflow.schema import (
     ALL_STAGE_COLUMNS,
     FEEDBACK_COLUMNS,
+    SEQ_ARRAY_COLUMNS,
     SEQ_LEN,
     STAGE_ARRAY_COLUMNS,
     STAGE_CODE,
@@ -349,18 +350,7 @@ def _stage_dict(day: _DayRows, matrix: np.ndarray, local: int) -> dict[str, np.n
 class _EventIndex:
     """Effective views sorted by (user, time), to look up the last :data:`SEQ_LEN` before each request."""
 
-    NAMES: tuple[str, ...] = (
-        "video_id",
-        "author_id",
-        "category_level_two",
-        "category_level_one",
-        "upload_type",
-        "upload_timestamp",
-        "duration",
-        "time_ms",
-        "playing_time",
-        "request_id",
-    )
+    NAMES: tuple[str, ...] = SEQ_ARRAY_COLUMNS
 
     def __init__(self, events: dict[str, np.ndarray], first_request_ms: int) -> None:
         self.events = events
