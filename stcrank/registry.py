@@ -19,6 +19,7 @@ import warnings
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
+from stcrank.errors import StcrankError
 from stcrank.plugins import Ensemble, LabelDefinition, Loss, NegativeSampler, Reranker
 
 GROUPS: dict[str, type] = {
@@ -31,7 +32,7 @@ GROUPS: dict[str, type] = {
 """Entry-point group name -> the abstract base every plugin of that group subclasses."""
 
 
-class PluginError(LookupError):
+class PluginError(StcrankError, LookupError):
     """A plugin could not be found, imported or built."""
 
 

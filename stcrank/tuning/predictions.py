@@ -29,6 +29,8 @@ import pyarrow.parquet as pq
 import torch
 from torch import Tensor
 
+from stcrank.errors import StcrankError
+
 __all__ = [
     "ID_COLUMNS",
     "CachedPredictions",
@@ -45,7 +47,7 @@ ID_COLUMNS: tuple[str, ...] = ("request_id", "session_id", "position")
 FORMAT_KEY, FORMAT_VERSION = b"stcrank.predictions", b"1"
 
 
-class PredictionsFileError(ValueError):
+class PredictionsFileError(StcrankError, ValueError):
     """A cached-predictions file is missing, unreadable, or lacks a column of the expected type and content.
 
     The message names the file, the column at fault and what was expected.

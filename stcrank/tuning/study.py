@@ -35,6 +35,7 @@ from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 from optuna.study import MaxTrialsCallback
 from optuna.trial import FrozenTrial, Trial, TrialState
 
+from stcrank.errors import StcrankError
 from stcrank.tuning.objectives import Objective, TuningContext, check_objective
 from stcrank.tuning.predictions import read_predictions
 
@@ -58,7 +59,7 @@ METRICS_ATTR = "metrics"
 """Trial user attribute holding the extra metrics an objective returned besides its optimised values."""
 
 
-class StudyMismatchError(ValueError):
+class StudyMismatchError(StcrankError, ValueError):
     """An existing study was created with another configuration than the one asked to resume it."""
 
 

@@ -20,6 +20,8 @@ from typing import Literal
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from stcrank.errors import StcrankError
+
 SCHEMA_NAME = "stcrank.eshop"
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
@@ -29,7 +31,7 @@ E_LOG_FILE = "e_log.parquet"
 Role = Literal["key", "feature", "label", "truth"]
 
 
-class EshopSchemaError(ValueError):
+class EshopSchemaError(StcrankError, ValueError):
     """A log file or manifest does not follow the schema; the message names the file and the column."""
 
 

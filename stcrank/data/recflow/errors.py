@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from stcrank.errors import StcrankError
 
-class RecFlowFormatError(ValueError):
+
+class RecFlowFormatError(StcrankError, ValueError):
     """A RecFlow file is missing, truncated, corrupt, or lacks a column of the expected type.
 
     The message always names the file and, where one is at fault, the column, and says what was expected.

@@ -1,0 +1,24 @@
+"""The error types stcrank raises for problems a user can fix.
+
+Every error a user can act on (a bad file, a wrong option, an unknown plugin, a setting that does not fit the
+data) is a :class:`StcrankError`. The ``stcrank`` command line prints such an error as one or two lines naming the
+file or option and what to do, and exits non-zero; the traceback appears only with ``--debug`` or
+``STCRANK_DEBUG=1``. Anything else escaping is a bug in stcrank and keeps its traceback.
+
+Each concrete error also subclasses the built-in exception it refines (``ValueError``, ``LookupError``...), so
+callers that catch those keep working.
+"""
+
+from __future__ import annotations
+
+
+class StcrankError(Exception):
+    """Base of the errors a user can fix; the message says what was found and what to do."""
+
+
+class ConfigError(StcrankError, ValueError):
+    """Settings that cannot work together, or a setting that does not fit the data it meets.
+
+    The message names the option as a user types it on the command line (``--model.loss``) and the value to
+    change it to.
+    """
