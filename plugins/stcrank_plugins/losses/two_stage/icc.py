@@ -23,17 +23,20 @@ class ICCLoss(TwoStageLoss):
 
     ``kappa_m`` is ``-inf`` (every item survives) when a request has fewer than ``k_m`` real candidates.
 
-    The reference code uses ``k = 30`` for both stages and a BCE over every position pair ``i < j`` with label
-    ``1[y_i > y_j]``, so equal-relevance pairs (and padding) are pushed apart in list order; here the second
-    stage's cut-off is its own (20) and only pairs of real candidates with different relevance count.
+    As in the reference code both indicators cut at 30 by default: the second stage's indicator marks its top 30
+    of the whole list, not its 20 of the first stage's 30. With ``second_k = 20`` the items that the first stage
+    keeps and the second drops get ``f = 0``, and near the cut ``d f / d s2 = I2 + s2 I2'`` points the wrong way for
+    negative logits: on a generated store the second stage then learns worse than random. The reference's loss
+    is a BCE over every position pair ``i < j`` with label ``1[y_i > y_j]``, which also pushes equal-relevance
+    pairs (and padding) apart in list order; here only pairs of real candidates with different relevance count.
 
     Args:
-        first_k: Items the first stage keeps.
-        second_k: Items the second stage keeps.
+        first_k: Cut-off of the first stage's indicator (reference: 30).
+        second_k: Cut-off of the second stage's indicator (reference: 30).
         sigma: Width of the logistic indicators (reference: 1e-3).
     """
 
-    def __init__(self, first_k: int = 30, second_k: int = 20, sigma: float = 1e-3) -> None:
+    def __init__(self, first_k: int = 30, second_k: int = 30, sigma: float = 1e-3) -> None:
         super().__init__()
         if first_k < 1 or second_k < 1:
             raise ValueError(f"ICCLoss: first_k and second_k must be >= 1, got {first_k} and {second_k}")

@@ -58,3 +58,28 @@ def test_padding_is_ignored():
 def test_entry_point():
     loss = registry.build("losses", "arf")
     assert isinstance(loss, ARFLoss) and loss.tau == 200.0
+
+
+def reference_arf_stage(scores, relevance, size, support, tau):
+    """One stage of ARF transcribed from the reference (full lists, weight 1, eps 1e-6)."""
+    from stcrank_plugins.losses.two_stage.sorting import neural_sort
+
+    mask = torch.ones_like(relevance, dtype=torch.bool)
+    labels = neural_sort(relevance, mask, 1e-4)
+    permutation = neural_sort(scores, mask, tau)
+    target = permutation[:, :support, :].mean(1)
+    relax = (-torch.log(target + 1e-6) * labels[:, :size, :].sum(1)).mean(-1).mean()
+    global_ = (-torch.log(permutation + 1e-6) * labels).mean(-1).mean(-1).mean()
+    return 0.5 * global_ + relax
+
+
+def test_matches_a_transcription_of_the_reference_on_full_lists():
+    generator = torch.Generator().manual_seed(4)
+    relevance = torch.tensor([[30.0, 29.0, 28.0, 7.0, 7.0, 7.0, 6.0, 6.0, 6.0, 5.0, 5.0, 5.0]] * 3, dtype=torch.float64)
+    scores = torch.randn(3, 2, 12, generator=generator, dtype=torch.float64) * 3
+    mask = torch.ones(3, 12, dtype=torch.bool)
+    ours = ARFLoss(size=3, first_k=8, second_k=5, tau=2.0)(scores, relevance, mask)
+    expected = reference_arf_stage(scores[:, 0], relevance, 3, 8, 2.0) + reference_arf_stage(
+        scores[:, 1], relevance, 3, 5, 2.0
+    )
+    assert ours.item() == pytest.approx(expected.item(), rel=1e-5)

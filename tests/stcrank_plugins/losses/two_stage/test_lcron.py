@@ -81,3 +81,42 @@ def test_entry_point_and_defaults():
     assert (loss.size, loss.first_k, loss.second_k, loss.tau, loss.sort) == (10, 10, 10, 50.0, "neural_sort")
     with pytest.raises(ValueError, match="sort"):
         LCRONLoss(sort="bubble")
+
+
+def reference_lcron(first, second, relevance, size, tau):
+    """LCRON's two-stage loss transcribed step by step from the reference (full lists, weights 1, eps 1e-6)."""
+    from stcrank_plugins.losses.two_stage.sorting import neural_sort
+
+    mask = torch.ones_like(relevance, dtype=torch.bool)
+    labels = neural_sort(relevance, mask, 1e-4)  # the reference's label permutation (not thresholded)
+    truth = labels[:, :size, :].sum(1)
+
+    def kept(permutation, k):
+        return permutation[:, :k, :].sum(1) / (permutation.detach().sum(1) + 1e-6)
+
+    def dropped(permutation, k):
+        return permutation[:, k:, :].sum(1) / (permutation.detach().sum(1) + 1e-6)
+
+    p1, p2 = neural_sort(first, mask, tau), neural_sort(second, mask, tau)
+    up = (-torch.log(kept(p1, size) * kept(p2, size) + 1e-6) * truth).mean(-1)
+    down_survive = (1 - dropped(p1, size)) * (1 - dropped(p2, size))
+    down = (-torch.log(1 - down_survive + 1e-6) * (1 - truth).clamp(0, 1)).mean(-1)
+    joint = (up + down).mean()
+
+    def single(permutation):
+        rest = labels[:, size:, :].sum(1)
+        loss = (-torch.log(kept(permutation, size) + 1e-6) * truth).mean(-1)
+        loss = loss + (-torch.log(dropped(permutation, size) + 1e-6) * rest).mean(-1)
+        return loss.mean()
+
+    return 0.5 * single(p2) + 0.5 * single(p1) + joint
+
+
+def test_matches_a_transcription_of_the_reference_on_full_lists():
+    generator = torch.Generator().manual_seed(3)
+    relevance = torch.tensor([[30.0, 29.0, 28.0, 7.0, 7.0, 7.0, 6.0, 6.0, 6.0, 5.0, 5.0, 5.0]] * 3, dtype=torch.float64)
+    scores = torch.randn(3, 2, 12, generator=generator, dtype=torch.float64) * 3
+    mask = torch.ones(3, 12, dtype=torch.bool)
+    ours = LCRONLoss(size=3, tau=2.0)(scores, relevance, mask)
+    expected = reference_lcron(scores[:, 0], scores[:, 1], relevance, 3, 2.0)
+    assert ours.item() == pytest.approx(expected.item(), rel=1e-5)
