@@ -94,7 +94,7 @@ class FSLambdaLoss(TwoStageLoss):
     r"""LambdaLoss (NDCG-Loss2++, Wang et al., CIKM 2018) on the graded relevance, for each stage's tower.
 
     For each tower ``s`` and request, with ``r_i`` the 1-based position of item ``i`` by ``s``,
-    ``D(x) = 1 / log2(1 + x)``, gains ``G_i = y_i / IDCG`` (``IDCG`` over every real item):
+    ``D(x) = 1 / log2(1 + x)``, gains ``G_i = y_i / IDCG`` (``IDCG`` over every real item)::
 
         u_ij = |D(|r_i - r_j|) - D(|r_i - r_j| + 1)|   when r_i <= n or r_j <= n (n = top_n), else 0
         v_ij = |D'(r_i) - D'(r_j)|,                     D'(r) = D(r) for r <= n, else 0
