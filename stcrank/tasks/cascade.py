@@ -112,9 +112,14 @@ class TwoStageCascadeTask(BaseTask):
         metric.update(scores[:, 0], scores[:, 1], batch["candidate_relevance"], batch["candidate_mask"])
 
     def _log(self, metric: CascadeMetrics, prefix: str) -> None:
-        # compute() sums the states over processes (a collective): every rank calls it, whatever it saw.
-        values = metric.compute()
-        self.log_dict({f"{prefix}{name}": value for name, value in values.items()}, sync_dist=False)
+        # compute() sums the states over processes (a collective), so every rank calls it or none: whether a
+        # batch was seen is decided over all processes. Nothing seen logs nothing rather than zeros.
+        seen = torch.tensor(float(metric.update_count), device=self.device)
+        if self.trainer.world_size > 1:
+            seen = self.trainer.strategy.reduce(seen, reduce_op="sum")
+        if float(seen) > 0:
+            values = metric.compute()
+            self.log_dict({f"{prefix}{name}": value for name, value in values.items()}, sync_dist=False)
         metric.reset()
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:

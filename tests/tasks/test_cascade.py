@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -124,3 +125,17 @@ def test_step_scores_both_towers(recflow_store):
     assert {id(p) for p in task.first_network.parameters()} <= optimised
     predicted = task.predict_step(batch, 0)
     assert torch.equal(predicted["request_id"], batch["request_id"])
+
+
+def test_an_evaluation_without_batches_logs_nothing(recflow_store, monkeypatch):
+    module = LCRONDataModule(str(recflow_store), batch_size=16)
+    network = functools.partial(DSSM, user_tower=[8], item_tower=[8])
+    task = TwoStageCascadeTask(network, network, feature_sizes=module.feature_sizes)
+    task._trainer = SimpleNamespace(world_size=1)
+    logged = []
+    monkeypatch.setattr(task, "log_dict", lambda values, **kwargs: logged.append(values))
+    task.on_validation_epoch_end()
+    assert logged == []  # zeros would read as a model that recalls nothing
+    task.validation_step(next(iter(module.train_dataloader())), 0)
+    task.on_validation_epoch_end()
+    assert set(logged[0]) == {f"val/{name}" for name in task.val_metrics.names}
