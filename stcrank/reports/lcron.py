@@ -558,8 +558,9 @@ def _reasons(
     from stcrank.reports.lcron_truth import explain
 
     means = {name: {m: row.summary(m)[0] for m in metrics if row.values(m)} for name, row in rows.items()}
+    errors = {name: {m: row.summary(m)[1] for m in metrics if len(row.values(m)) > 1} for name, row in rows.items()}
     return {
-        (c.better, c.worse, c.metric): explain(c.better, c.worse, c.metric, c.outcome, means, truth)
+        (c.better, c.worse, c.metric): explain(c.better, c.worse, c.metric, c.outcome, means, truth, errors)
         for result in checked
         for c in result.comparisons
         if c.outcome != "for"

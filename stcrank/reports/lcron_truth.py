@@ -110,8 +110,8 @@ def _order_sentence(block_affinity: Mapping[str, float]) -> str:
     values = [block_affinity[b] for b in CASCADE_BLOCKS if b in block_affinity]
     if all(x > y for x, y in itertools.pairwise(values)):
         return (
-            "Each stage block is better liked than the next, so the block order that BCE, RankFlow and the FS losses "
-            "learn is true here, on top of the ground-truth membership that ARF and LCRON learn from."
+            "Each stage block is better liked than the next, so the block order that BCE, RankFlow, the FS losses and "
+            "ARF's listwise term learn is true here; LCRON learns only the ground-truth membership."
         )
     return "The stage blocks are not ordered by true affinity: losses that learn the block order learn a false order."
 
@@ -123,6 +123,7 @@ def explain(
     outcome: str,
     means: Mapping[str, Mapping[str, float]],
     truth: FunnelTruth | None,
+    errors: Mapping[str, Mapping[str, float]] | None = None,
 ) -> list[str]:
     """Sentences on why ``better`` does not beat ``worse`` on ``metric`` in this run.
 
@@ -133,6 +134,7 @@ def explain(
         outcome: ``against`` (significantly worse) or ``n.s.``.
         means: Mean of every metric of every row, ``means[row][metric]``.
         truth: The generated funnel's measurements (None on a real store).
+        errors: Standard error over seeds of every metric of every row, ``errors[row][metric]``.
 
     Returns:
         The sentences.
@@ -148,6 +150,12 @@ def explain(
                 f"{better}'s {stage} tower keeps less of the ground truth in {kept} ({a[name]:.4f} against "
                 f"{b[name]:.4f} for {worse})."
             )
+    spread_a, spread_b = (errors or {}).get(better, {}).get(metric), (errors or {}).get(worse, {}).get(metric)
+    if spread_a is not None and spread_b is not None and spread_a > max(3 * spread_b, 0.01):
+        lines.append(
+            f"{better} varies much more from seed to seed ({metric} standard error {spread_a:.4f} against "
+            f"{spread_b:.4f}): its training is unstable on this data."
+        )
     if truth is not None and metric in truth.oracle and metric in a and metric in b:
         oracle, best = truth.oracle[metric], max(a[metric], b[metric])
         if oracle - best > 0.05:

@@ -64,5 +64,11 @@ def test_explain_localises_the_stage_and_measures_the_headroom():
     assert "far below the oracle's 0.9900" in lines[1]
     lines = explain("LCRON", "ARF", "joint_recall", "n.s.", means, None)
     assert lines[0].startswith("LCRON and ARF differ by less than the seed-to-seed variation")
+    errors = {"LCRON": {"joint_recall": 0.03}, "ARF": {"joint_recall": 0.004}}
+    lines = explain("LCRON", "ARF", "joint_recall", "against", means, None, errors)
+    assert lines[-1] == (
+        "LCRON varies much more from seed to seed (joint_recall standard error 0.0300 against 0.0040): its training "
+        "is unstable on this data."
+    )
     close = FunnelTruth(requests=10, oracle={"joint_recall": 0.76}, truth_in_true_top=0.9, block_affinity={})
     assert "saturated" in explain("LCRON", "ARF", "joint_recall", "n.s.", means, close)[-1]
