@@ -13,7 +13,7 @@ EXPERIMENTS = sorted((CONFIGS / "experiments").rglob("*.yaml"))
 
 def _dataset_fixture(config: Path) -> str:
     family = config.relative_to(CONFIGS / "experiments").parts[0]
-    return {"recflow": "recflow_store", "stcrank": "eshop_store"}[family]
+    return {"recflow": "recflow_store", "lcron": "recflow_store", "stcrank": "eshop_store"}[family]
 
 
 def test_every_piece_is_used_by_an_experiment():

@@ -17,6 +17,7 @@ from jsonargparse import CLI
 REPORTS: dict[str, tuple[str, str]] = {
     "recflow": ("stcrank.reports.recflow:report_recflow", "the RecFlow paper's tables (Tables 2-7, 9-14)"),
     "stcrank": ("stcrank.reports.stcrank:report_stcrank", "the STCRank paper's tables"),
+    "lcron": ("stcrank.reports.lcron:report_lcron", "LCRON's two-stage cascade benchmark (losses x cascade metrics)"),
 }
 
 

@@ -2,6 +2,7 @@
 
 from stcrank.data.eshop.datamodule import EShopDataModule
 from stcrank.data.eshop.explore_datamodule import EShopExploreDataModule
+from stcrank.data.recflow.cascade_lists import LCRONDataModule
 from stcrank.data.recflow.datamodule import RecFlowDataModule
 from stcrank.data.recflow.ranking_data import RecFlowRankingDataModule
 from stcrank.data.recflow.retrieval import RecFlowRetrievalDataModule
@@ -9,6 +10,7 @@ from stcrank.data.recflow.retrieval import RecFlowRetrievalDataModule
 __all__ = [
     "EShopDataModule",
     "EShopExploreDataModule",
+    "LCRONDataModule",
     "RecFlowDataModule",
     "RecFlowRankingDataModule",
     "RecFlowRetrievalDataModule",
