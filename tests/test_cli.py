@@ -149,10 +149,10 @@ def test_a_top_level_typo_in_a_file_is_located(capsys, recflow_store, tmp_path):
 
 def test_debug_shows_the_traceback(recflow_store, tmp_path, monkeypatch):
     argv = ["fit", "-c", str(EXPERIMENT), f"--data.root={tmp_path / 'nowhere'}"]
-    with pytest.raises(ValueError, match="manifest.json: not found"):
+    with pytest.raises(ValueError, match=r"manifest\.json: not found"):
         console_main([*argv, "--debug"])
     monkeypatch.setenv("STCRANK_DEBUG", "1")
-    with pytest.raises(ValueError, match="manifest.json: not found"):
+    with pytest.raises(ValueError, match=r"manifest\.json: not found"):
         console_main(argv)
 
 

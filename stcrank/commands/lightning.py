@@ -130,6 +130,8 @@ class StcrankCLI(LightningCLI):
             parser.add_argument(
                 "--untrained",
                 type=bool,
+                nargs="?",
+                const=True,
                 default=False,
                 help="Run without trained weights, on purpose (e.g. a random baseline); otherwise --ckpt_path is "
                 "required.",
@@ -283,6 +285,8 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=r"The number of training batches \(\d+\) is smaller than the logging")
     # stcrank's loaders gather whole batches from day parts decoded in the main process (num_workers=0 by design).
     warnings.filterwarnings("ignore", message=r".*does not have many workers")
+    # PredictionWriter's rows carry their own request and item ids; it needs no batch indices from the loader.
+    warnings.filterwarnings("ignore", message=r"Couldn't infer the batch indices fetched from your dataloader")
     # An advertisement for a hosted logging service.
     tip = _DropMessages("💡 Tip")
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):

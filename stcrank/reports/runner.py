@@ -257,19 +257,15 @@ def data_init_parameters(config: str | Path) -> set[str] | None:
 
 
 def last_checkpoint(root: str | Path) -> Path:
-    """The ``last.ckpt`` of the newest ``lightning_logs/version_*`` under ``root``.
+    """The newest ``checkpoints/last.ckpt`` under ``root`` (``<experiment>/checkpoints/last.ckpt`` of a run).
 
     Raises:
         FileNotFoundError: If there is none.
     """
-    found = [
-        (int(match.group(1)), path)
-        for path in Path(root).glob("lightning_logs/version_*/checkpoints/last.ckpt")
-        if (match := re.fullmatch(r"version_(\d+)", path.parent.parent.name))
-    ]
+    found = [(path.stat().st_mtime_ns, str(path), path) for path in Path(root).rglob("checkpoints/last.ckpt")]
     if not found:
-        raise FileNotFoundError(f"{root}: no lightning_logs/version_*/checkpoints/last.ckpt after fitting")
-    return max(found)[1]
+        raise FileNotFoundError(f"{root}: no checkpoints/last.ckpt after fitting")
+    return max(found)[2]
 
 
 def _shown(path: Path) -> str:

@@ -82,6 +82,7 @@ def test_ddp_masked_aucs_equal_one_process(eshop_store, tmp_path):
 
     config = Path(__file__).resolve().parents[2] / "configs/experiments/stcrank/moc_base.yaml"
     args = ["test", "-c", str(config), f"--data.root={eshop_store}", "--seed_everything=0", "--data.eval_batch_size=13"]
+    args += ["--untrained=true"]  # the metrics of the seeded initial weights, on purpose
     single = main([*args, f"--trainer.default_root_dir={tmp_path}", f"--trainer.logger.init_args.save_dir={tmp_path}"])
     single = {k: float(v) for k, v in single.trainer.callback_metrics.items()}
     root = tmp_path / "ddp"

@@ -138,7 +138,7 @@ def _test_run_metrics(config, store, root, extra):
     from stcrank.cli import main
 
     args = ["test", "-c", str(config), f"--data.root={store}", f"--trainer.default_root_dir={root}"]
-    args += [f"--trainer.logger.init_args.save_dir={root}", "--seed_everything=0", *extra]
+    args += [f"--trainer.logger.init_args.save_dir={root}", "--seed_everything=0", "--untrained", "true", *extra]
     if "--trainer.devices=2" not in extra:
         return {k: float(v) for k, v in main(args).trainer.callback_metrics.items()}
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
