@@ -35,6 +35,6 @@ def resolve_plugin(group: str, value: Any, option: str) -> Any:
         names = list(registry.available(group))
         hint = did_you_mean(value, names)
         raise UnknownPluginError(
-            f"{option} {value}: no such plugin in group {registry.group_name(group)}{hint} (installed: "
+            f"{option} {value}: unknown plugin in group {registry.group_name(group)}{hint} (installed: "
             f"{', '.join(names) or 'none'}; a class path such as my_package.MyLoss also works)"
         ) from error

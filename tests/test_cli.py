@@ -62,7 +62,7 @@ def test_wrong_data_root_is_one_line(capsys, tmp_path):
 def test_unknown_plugin_name_is_one_line_with_a_suggestion(capsys, recflow_store):
     argv = ["fit", "-c", str(EXPERIMENT), f"--data.root={recflow_store}", "--model.loss", "fs_ltrr"]
     line = _one_line_error(capsys, argv, 2)
-    assert line.startswith("stcrank fit: error: --model.loss fs_ltrr: no such plugin in group stcrank.losses")
+    assert line.startswith("stcrank fit: error: --model.loss fs_ltrr: unknown plugin in group stcrank.losses")
     assert "did you mean fs_ltr?" in line
 
 

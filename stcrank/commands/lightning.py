@@ -259,8 +259,8 @@ class StcrankCLI(LightningCLI):
 
     def after_predict(self) -> None:
         """Say where the predictions went."""
-        writer = self.prediction_writer
-        print(f"predict: wrote {writer.rows} rows to {writer.target(0, 1)}", flush=True)
+        writer, trainer = self.prediction_writer, self.trainer
+        print(f"predict: wrote {writer.rows} rows to {writer.target(trainer.global_rank, trainer.world_size)}")
 
 
 # -- Lightning's console output ------------------------------------------------------------------------------------

@@ -69,9 +69,10 @@ def test_serving_returns_factors_and_products(eshop_store):
 
 
 def test_a_network_without_factor_probabilities_is_rejected():
+    from stcrank.errors import ConfigError
     from stcrank.models.mmoe import MMoE
 
-    with pytest.raises(TypeError, match="probabilities"):
+    with pytest.raises(ConfigError, match=r"--model\.network MMoE has no probabilities"):
         ESMMTask(lambda sizes: MMoE(sizes, tasks=["cvr"]), feature_sizes={"item_id": 4})
 
 

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from stcrank.data.recflow.retrieval import RecFlowRetrievalDataModule
+from stcrank.errors import ConfigError
 from stcrank.models.sasrec import SASRec
 from stcrank.plugins import Loss
 from stcrank.tasks.retrieval import RetrievalTask
@@ -122,9 +123,9 @@ def test_bad_arguments_are_refused(recflow_store):
     module = RecFlowRetrievalDataModule(str(recflow_store))
     with pytest.raises(ValueError, match="feature_sizes"):
         RetrievalTask(functools.partial(SASRec))
-    with pytest.raises(ValueError, match="target"):
+    with pytest.raises(ConfigError, match=r"--model\.target clicks: choose label or priority"):
         _task(module, target="clicks")
-    with pytest.raises(TypeError, match="user_vector"):
+    with pytest.raises(ConfigError, match=r"--model\.network Linear has no user_vector\(\)"):
         RetrievalTask(lambda sizes: torch.nn.Linear(2, 2), feature_sizes=module.feature_sizes)
 
 
