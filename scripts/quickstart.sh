@@ -1,17 +1,13 @@
 #!/usr/bin/env bash
-# End to end on generated data: install, generate a RecFlow-format release, import it into the Parquet store,
-# train the DIN ranking baseline with `stcrank fit`, evaluate the last checkpoint with `stcrank test`.
+# The quick start end to end (docs/quickstart.md, steps 1-4, as written there): install, generate a RecFlow-format
+# release, import it into the Parquet store, train the DIN ranking baseline with `stcrank fit`, test its last
+# checkpoint with `stcrank test`. Data and runs go under runs/ (ignored by git); a rerun starts afresh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PYTHON=${PYTHON:-python3}
-WORK=${STCRANK_WORK:-runs/quickstart}
 bash scripts/install.sh
-rm -rf "$WORK"
-stcrank data synth-recflow --out "$WORK/recflow-release" --users 600 --days 5 --seed 0
-stcrank data import-recflow --src "$WORK/recflow-release" --dst "$WORK/recflow-store"
-EXPERIMENT=configs/experiments/recflow/rank/din_baseline.yaml
-COMMON=(-c "$EXPERIMENT" --data.root "$WORK/recflow-store" --trainer.default_root_dir "$WORK"
-        --trainer.logger.init_args.save_dir "$WORK" --seed_everything 0)
-stcrank fit "${COMMON[@]}"
-CHECKPOINT=$(ls -t "$WORK"/lightning_logs/version_*/checkpoints/last.ckpt | head -n 1)
-stcrank test "${COMMON[@]}" --ckpt_path "$CHECKPOINT"
+rm -rf runs/quickstart runs/recflow/rank/din_baseline
+stcrank data synth-recflow --out runs/quickstart/recflow-release --users 600 --days 5 --seed 0
+stcrank data import-recflow --src runs/quickstart/recflow-release --dst runs/quickstart/recflow-store
+stcrank fit -c configs/experiments/recflow/rank/din_baseline.yaml --data.root runs/quickstart/recflow-store
+stcrank test -c configs/experiments/recflow/rank/din_baseline.yaml --data.root runs/quickstart/recflow-store \
+    --ckpt_path last

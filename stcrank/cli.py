@@ -13,6 +13,8 @@ import importlib
 import sys
 from collections.abc import Callable
 
+from stcrank.errors import UsageError
+
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 
 # Command name -> ("module:function" taking the remaining argv, summary).
@@ -54,14 +56,56 @@ def main(args: list[str] | None = None) -> object:
     if argv[0] in EXTRA_COMMANDS:
         return _resolve(EXTRA_COMMANDS[argv[0]][0])(argv[1:])
     if argv[0] not in LIGHTNING_COMMANDS:
-        _print_overview()
-        raise SystemExit(f"stcrank: unknown command {argv[0]!r}")
+        from stcrank.commands.usage import did_you_mean
+
+        commands = [*LIGHTNING_COMMANDS, *EXTRA_COMMANDS]
+        hint = did_you_mean(argv[0], commands)
+        raise UsageError(f"unknown command {argv[0]!r}{hint} (commands: {', '.join(commands)}; see stcrank --help)")
     from stcrank.commands.lightning import main as lightning_main
 
-    # From the console, LightningCLI reads sys.argv itself; in-process callers pass their list.
-    return lightning_main(None if args is None else argv)
+    try:
+        return lightning_main(argv)
+    except UsageError as error:
+        key = getattr(error, "key", None)
+        if key:
+            from stcrank.commands.usage import locate
+
+            error.args = (f"{error}{locate(key, argv)}",)
+        raise
 
 
-def console_main() -> None:
-    """Entry point of the ``stcrank`` console script: run :func:`main`, exit 0 unless it raised."""
-    main()
+def _command_name(argv: list[str]) -> str:
+    if argv and argv[0] in ("data", "report") and len(argv) > 1 and not argv[1].startswith("-"):
+        return " ".join(argv[:2])
+    return argv[0] if argv and (argv[0] in LIGHTNING_COMMANDS or argv[0] in EXTRA_COMMANDS) else ""
+
+
+def console_main(args: list[str] | None = None) -> None:
+    """Entry point of the ``stcrank`` console script: run :func:`main` and report an error a user can fix.
+
+    An expected error (:class:`~stcrank.errors.StcrankError`, a rejected command line, an ``OSError``) is printed
+    as one line ``stcrank COMMAND: error: MESSAGE`` and the process exits with its status (2 for a wrong option
+    or setting, 1 otherwise); anything else keeps its traceback. ``--debug`` (anywhere on the command line) or
+    ``STCRANK_DEBUG=1`` shows the traceback of every error.
+
+    Args:
+        args: The arguments, without the program name; ``sys.argv[1:]`` when None.
+    """
+    from stcrank.commands.errors import debug_requested, report
+
+    argv = list(sys.argv[1:] if args is None else args)
+    debug = debug_requested(argv)
+    try:
+        main(argv)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("stcrank: interrupted", file=sys.stderr)
+        raise SystemExit(130) from None
+    except Exception as error:
+        if debug:
+            raise
+        status = report(error, _command_name(argv))
+        if status is None:
+            raise  # a bug in stcrank: keep the traceback
+        raise SystemExit(status) from None

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -22,7 +22,14 @@ class Loss(nn.Module, ABC):
 
     One contract covers point-wise, pair-wise and list-wise losses: every example is a list of ``L`` scored
     items (``L == 1`` for a point-wise batch of exposures).
+
+    Attributes:
+        compares_items: Whether the loss compares the items of a row with each other (pair-wise, list-wise).
+            On rows of a single item such a loss has no pair and no gradient, so tasks refuse to train it on
+            point-wise data (the data module's training layout says which it gives).
     """
+
+    compares_items: ClassVar[bool] = False
 
     @abstractmethod
     def forward(self, scores: Tensor, target: Tensor, mask: Tensor, weight: Tensor | None = None) -> Tensor:

@@ -12,6 +12,9 @@ from collections.abc import Callable
 
 from jsonargparse import CLI
 
+from stcrank.commands.usage import ArgumentParser, did_you_mean
+from stcrank.errors import UsageError
+
 SUBCOMMANDS: dict[str, str] = {
     "synth-recflow": "stcrank.data.recflow.synth:synth_recflow",
     "import-recflow": "stcrank.data.recflow.importer:import_recflow",
@@ -29,7 +32,8 @@ def main(argv: list[str]) -> object:
     if not argv or argv[0] not in SUBCOMMANDS:
         names = ", ".join(SUBCOMMANDS)
         if argv and argv[0] not in ("-h", "--help"):
-            raise SystemExit(f"stcrank data: unknown sub-command {argv[0]!r}; choose one of: {names}")
+            hint = did_you_mean(argv[0], SUBCOMMANDS)
+            raise UsageError(f"unknown sub-command {argv[0]!r}{hint} (choose one of: {names})")
         print(f"usage: stcrank data {{{names}}} [options]\n")
         for name, target in SUBCOMMANDS.items():
             try:
@@ -39,7 +43,7 @@ def main(argv: list[str]) -> object:
             print(f"  {name:<16} {doc[0] if doc else ''}")
         return None
     name = argv[0]
-    result = CLI({name: _function(SUBCOMMANDS[name])}, args=argv, prog="stcrank data")
+    result = CLI({name: _function(SUBCOMMANDS[name])}, args=argv, prog="stcrank data", parser_class=ArgumentParser)
     if isinstance(result, dict):
         print(json.dumps(result.get("totals", result), indent=2, default=str))
     return result

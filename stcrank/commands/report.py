@@ -14,6 +14,9 @@ from collections.abc import Callable
 
 from jsonargparse import CLI
 
+from stcrank.commands.usage import ArgumentParser, did_you_mean
+from stcrank.errors import UsageError
+
 REPORTS: dict[str, tuple[str, str]] = {
     "recflow": ("stcrank.reports.recflow:report_recflow", "the RecFlow paper's tables (Tables 2-7, 9-14)"),
     "stcrank": ("stcrank.reports.stcrank:report_stcrank", "the STCRank paper's tables"),
@@ -58,11 +61,12 @@ def main(argv: list[str]) -> object:
     if not argv or argv[0] not in REPORTS:
         names = ", ".join(REPORTS)
         if argv and argv[0] not in ("-h", "--help"):
-            raise SystemExit(f"stcrank report: unknown report {argv[0]!r}; choose one of: {names}")
+            hint = did_you_mean(argv[0], REPORTS)
+            raise UsageError(f"unknown report {argv[0]!r}{hint} (choose one of: {names})")
         print(f"usage: stcrank report {{{names}}} [options]\n")
         for name, (_, summary) in REPORTS.items():
             print(f"  {name:<10} {summary}")
         return None
     name = argv[0]
     function = _function(name)
-    return CLI({name: function}, args=_bare_flags(function, argv), prog="stcrank report")
+    return CLI({name: function}, args=_bare_flags(function, argv), prog="stcrank report", parser_class=ArgumentParser)

@@ -27,6 +27,8 @@ from typing import Any, Literal
 import yaml
 from jsonargparse import CLI
 
+from stcrank.commands.usage import ArgumentParser
+from stcrank.errors import ConfigError, StcrankError
 from stcrank.simulation.evaluation import Evaluation, evaluate_explore, evaluate_focus
 
 REPORTED: tuple[str, ...] = ("purchases", "ipv", "depth", "gmv", "return_prob", "expected_purchases", "expected_ipv")
@@ -169,9 +171,11 @@ def simulate(
 def main(argv: list[str]) -> None:
     """Run ``stcrank simulate`` with the given arguments (without the program and command names)."""
     try:
-        CLI(simulate, args=argv, prog="stcrank simulate")
-    except (ValueError, KeyError, FileNotFoundError) as error:
-        raise SystemExit(f"stcrank simulate: error: {error}") from error
+        CLI(simulate, args=argv, prog="stcrank simulate", parser_class=ArgumentParser)
+    except (ValueError, KeyError) as error:
+        if isinstance(error, StcrankError):
+            raise
+        raise ConfigError(str(error).strip("'\"")) from error
 
 
 if __name__ == "__main__":

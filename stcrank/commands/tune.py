@@ -15,7 +15,8 @@ from typing import Any, Literal
 import optuna
 from jsonargparse import CLI
 
-from stcrank.registry import PluginError
+from stcrank.commands.usage import ArgumentParser
+from stcrank.errors import ConfigError, StcrankError
 from stcrank.tuning.objectives import Objective, build_ensemble, resolve_objective
 from stcrank.tuning.predictions import predicted_tasks
 from stcrank.tuning.report import choose_trial, ensemble_config, front, markdown_table, save_plot, trial_record
@@ -191,9 +192,11 @@ def main(argv: list[str]) -> None:
     :func:`sys.exit`, which would turn a returned object into an error exit. Call :func:`tune` for the result.
     """
     try:
-        CLI(tune, args=_underscored(argv), prog="stcrank tune")
-    except (ValueError, PluginError) as error:
-        raise SystemExit(f"stcrank tune: error: {error}") from error
+        CLI(tune, args=_underscored(argv), prog="stcrank tune", parser_class=ArgumentParser)
+    except ValueError as error:
+        if isinstance(error, StcrankError):
+            raise
+        raise ConfigError(str(error)) from error
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from lightning.pytorch import LightningDataModule
 
@@ -11,7 +13,26 @@ class BaseDataModule(LightningDataModule):
 
     Subclasses expose :attr:`feature_sizes`, known without loading the data (from the store's manifest), which
     the command line passes to the task as its ``feature_sizes`` argument.
+
+    A module whose training samples come in several layouts declares them in :attr:`SAMPLE_LAYOUTS` (sample kind
+    -> layout) and its current ``sample_kind``; tasks check that their loss fits :meth:`training_layout`:
+
+    * ``"point-wise"``: one scored item per row (an exposure), e.g. for BCE;
+    * ``"lists"``: several scored items per row (a request's candidates, a target with sampled negatives), for
+      pair-wise and list-wise losses;
+    * ``"auxiliary"``: an exposure with stage items of its request, for the auxiliary ranking loss.
     """
+
+    SAMPLE_LAYOUTS: ClassVar[dict[str, str]] = {}
+    """Training sample kind -> its layout (``"point-wise"``, ``"lists"`` or ``"auxiliary"``)."""
+
+    def training_layout(self) -> str | None:
+        """The layout of the training samples (see the class docstring); None when the module does not say."""
+        return self.SAMPLE_LAYOUTS.get(getattr(self, "sample_kind", None))
+
+    def sample_kinds_of(self, *layouts: str) -> list[str]:
+        """The sample kinds of this module whose samples have one of ``layouts``."""
+        return [kind for kind, layout in self.SAMPLE_LAYOUTS.items() if layout in layouts]
 
     @property
     def feature_sizes(self) -> dict[str, int]:

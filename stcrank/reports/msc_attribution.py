@@ -473,8 +473,8 @@ def attribution_markdown(result: Mapping[str, Any]) -> str:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Command line: ``python -m stcrank.reports.msc_attribution LOGS [--run DIR] [--report JSON] [--out FILE]``.
 
-    ``--run`` is the MOC-3 fit of a report (``<out>/rows/<row>``; its ``lightning_logs/version_0`` holds
-    ``config.yaml`` and ``checkpoints/last.ckpt``); without it only the truth arms run. Prints the Markdown tables.
+    ``--run`` is the MOC-3 fit of a report (``<out>/rows/<row>``; it holds ``<experiment>/version_0/config.yaml``
+    and ``<experiment>/checkpoints/last.ckpt``); without it only the truth arms run. Prints the Markdown tables.
     """
     import argparse
     import json
@@ -498,9 +498,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     checkpoint = config = None
     with tempfile.TemporaryDirectory() as tmp:
         if args.run is not None:
-            version = Path(args.run) / "lightning_logs" / "version_0"
-            checkpoint = version / "checkpoints" / "last.ckpt"
-            saved = yaml.safe_load((version / "config.yaml").read_text())
+            checkpoint = min(Path(args.run).rglob("checkpoints/last.ckpt"))
+            saved = yaml.safe_load(min(Path(args.run).rglob("version_0/config.yaml")).read_text())
             # the saved run config also holds fit-only keys (ckpt_path, ...) that a model rebuild rejects
             config = Path(tmp) / "config.yaml"
             config.write_text(yaml.safe_dump({k: saved[k] for k in ("seed_everything", "model", "data") if k in saved}))

@@ -30,6 +30,8 @@ from typing import Any, Literal
 
 import yaml
 
+from stcrank.errors import StcrankError, UsageError
+
 __all__ = [
     "ExperimentRunner",
     "ResultCache",
@@ -257,19 +259,15 @@ def data_init_parameters(config: str | Path) -> set[str] | None:
 
 
 def last_checkpoint(root: str | Path) -> Path:
-    """The ``last.ckpt`` of the newest ``lightning_logs/version_*`` under ``root``.
+    """The newest ``checkpoints/last.ckpt`` under ``root`` (``<experiment>/checkpoints/last.ckpt`` of a run).
 
     Raises:
         FileNotFoundError: If there is none.
     """
-    found = [
-        (int(match.group(1)), path)
-        for path in Path(root).glob("lightning_logs/version_*/checkpoints/last.ckpt")
-        if (match := re.fullmatch(r"version_(\d+)", path.parent.parent.name))
-    ]
+    found = [(path.stat().st_mtime_ns, str(path), path) for path in Path(root).rglob("checkpoints/last.ckpt")]
     if not found:
-        raise FileNotFoundError(f"{root}: no lightning_logs/version_*/checkpoints/last.ckpt after fitting")
-    return max(found)[1]
+        raise FileNotFoundError(f"{root}: no checkpoints/last.ckpt after fitting")
+    return max(found)[2]
 
 
 def _shown(path: Path) -> str:
@@ -316,9 +314,11 @@ def _error_message(error: BaseException, log_path: Path) -> str:
         )
         reason = next((line for line in reversed(lines) if "error" in line.lower()), lines[-1] if lines else "")
         return f"command line rejected the config (exit {error.code}): {reason}".strip()
+    if isinstance(error, UsageError):  # the command line's own one-line explanation
+        return f"command line rejected the config: {error}"
     # jsonargparse wraps the error a class raised while being built ("Does not validate against any of the Union
     # subtypes"); the original, explicit cause says what is wrong.
-    while error.__cause__ is not None:
+    while error.__cause__ is not None and not isinstance(error, StcrankError):
         error = error.__cause__
     text = " ".join(str(error).split())
     if len(text) > _MAX_ERROR:
@@ -414,7 +414,10 @@ class ExperimentRunner:
                     if name.startswith("test/")
                 }
         except (Exception, SystemExit) as error:  # a failed run is recorded, the report goes on
-            raise RuntimeError(_error_message(error, log_path)) from error
+            message = _error_message(error, log_path)
+            with log_path.open("a") as log:  # as the command line would have printed it
+                log.write(f"error: {message}\n")
+            raise RuntimeError(message) from error
         finally:
             gc.collect()  # the Trainer, model and loaders of the run are no longer needed
         if not metrics:

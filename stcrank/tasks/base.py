@@ -8,6 +8,13 @@ from typing import Any
 import numpy as np
 import torch
 from lightning.pytorch import LightningModule
+from torch.optim import Optimizer
+
+from stcrank.errors import ConfigError, TrainingError
+
+ZERO_GRADIENT_STEPS = 10
+"""Training stops with :class:`~stcrank.errors.TrainingError` when the first this many steps all had a zero
+gradient (or every step of a shorter run did): the loss has nothing to learn from the batches it is given."""
 
 
 def step_seed(base: int, rank: int, epoch: int, batch_idx: int) -> int:
@@ -39,6 +46,10 @@ class BaseTask(LightningModule):
     and a run resumed from a mid-epoch checkpoint draws exactly what the uninterrupted run drew (Lightning does
     not checkpoint random-number generators).
 
+    A run whose first :data:`ZERO_GRADIENT_STEPS` training steps (or every step of a shorter run) all leave every
+    parameter's gradient at exactly zero stops with :class:`~stcrank.errors.TrainingError` naming the loss: such a
+    loss (e.g. a pair-wise loss on batches without pairs) would train nothing while its metrics still print.
+
     Attributes:
         monitor: The logged metric that checkpoints and early stopping watch by default.
         mode: ``"max"`` or ``"min"`` for :attr:`monitor`.
@@ -48,14 +59,71 @@ class BaseTask(LightningModule):
     mode: str = "min"
 
     _base_seed: int | None = None
+    _gradient_seen: bool = False
+    _zero_gradient_steps: int = 0
+    _last_loss: float | None = None
+
+    def metric_sets(self) -> dict[str, list[str]]:
+        """The evaluation sets and the metrics logged on each (names without the ``val/``/``test/`` prefix).
+
+        The command line prints the test table by set; a metric of no set is listed under ``other``.
+        """
+        return {}
+
+    def describe_loss(self) -> str:
+        """The training objective, as the zero-gradient error names it."""
+        loss = getattr(self, "loss", None)
+        return type(loss).__name__ if loss is not None else f"the loss of {type(self).__name__}"
 
     def on_fit_start(self) -> None:
         """Fix the base seed of the per-batch seeds."""
         seed = os.environ.get("PL_GLOBAL_SEED")
         self._base_seed = int(seed) if seed is not None else torch.initial_seed()
+        self._gradient_seen, self._zero_gradient_steps = False, 0
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        """Remember the last training loss (for the zero-gradient message)."""
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if isinstance(loss, torch.Tensor) and not self._gradient_seen:
+            self._last_loss = float(loss.detach())
+
+    def on_before_optimizer_step(self, optimizer: Optimizer) -> None:
+        """Count leading steps whose gradient is zero everywhere; stop after :data:`ZERO_GRADIENT_STEPS` of them."""
+        if self._gradient_seen:
+            return
+        # Under DDP the gradients are already averaged over processes, so every rank decides the same way.
+        if any(p.grad is not None and bool(p.grad.ne(0).any()) for p in self.parameters()):
+            self._gradient_seen = True
+            return
+        self._zero_gradient_steps += 1
+        if self._zero_gradient_steps >= ZERO_GRADIENT_STEPS:
+            self._raise_zero_gradient()
+
+    def on_train_end(self) -> None:
+        """Fail a run shorter than :data:`ZERO_GRADIENT_STEPS` steps whose every step had a zero gradient."""
+        if not self._gradient_seen and self._zero_gradient_steps > 0:
+            self._raise_zero_gradient()
+
+    def _raise_zero_gradient(self) -> None:
+        loss = "" if self._last_loss is None else f" (train/loss {self._last_loss:.4g})"
+        raise TrainingError(
+            f"{self.describe_loss()} gave a zero gradient on each of the first {self._zero_gradient_steps} training "
+            f"steps{loss}: the model learns nothing from these batches. A pair-wise or list-wise loss needs "
+            "batches of lists (--data.sample_kind), and every loss needs labels of both classes"
+        )
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         """Seed the batch's randomness from ``(seed, rank, epoch, batch_idx)`` (see the class docstring)."""
         if self._base_seed is None:
             self.on_fit_start()
         torch.manual_seed(step_seed(self._base_seed, self.global_rank, self.current_epoch, batch_idx))
+
+
+def require_feature_sizes(task: str, feature_sizes: dict[str, int] | None) -> dict[str, int]:
+    """Check that the command line linked the data module's ``feature_sizes`` into the task."""
+    if feature_sizes is None:
+        raise ConfigError(
+            f"{task} needs feature_sizes: the command line links them from the data module (--data); in Python, "
+            "pass feature_sizes=datamodule.feature_sizes"
+        )
+    return feature_sizes

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from lightning.pytorch.cli import OptimizerCallable
 from torch import Tensor, nn
 
+from stcrank.errors import ConfigError
 from stcrank.tasks.multitask import MultiTaskRankingTask
 
 
@@ -20,6 +21,11 @@ class ESMMTask(MultiTaskRankingTask):
     Serving (:meth:`predict_probabilities`) adds the conditional factors (``ctr``, ``sdr_star``,
     ``cvr_f_star``, ``cvr_detail``) to the products (``cvr_e``, ...), the inputs of the ``cross_stage``
     ensemble.
+
+    ``predict`` writes every product and factor: a factor ``f`` that ends a product ``P`` whose other factors form
+    a product ``Q`` gets ``P``'s label on the rows where ``Q``'s label is 1 (``sdr_star`` is the swipe among
+    clicks: ``label_ctr_sdr`` where ``label_ctr``), so ``stcrank tune`` can weigh it; a factor no product
+    isolates is written as ``score_<f>``.
 
     Args:
         network: The network, called with ``feature_sizes``; it must have ``tasks`` (the product heads) and
@@ -49,8 +55,25 @@ class ESMMTask(MultiTaskRankingTask):
             predictions_path=predictions_path,
         )
         if not callable(getattr(self.network, "probabilities", None)):
-            raise TypeError(f"ESMMTask needs a network with probabilities(batch); got {type(self.network).__name__}")
+            raise ConfigError(
+                f"--model.network {type(self.network).__name__} has no probabilities(batch): ESMMTask needs an "
+                "ESMM network (stcrank.models.esmm.ESMM)"
+            )
 
     def predict_probabilities(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """Probability of every factor and every product head, of the batch columns' shape."""
         return self.network.probabilities(batch)
+
+    def prediction_labels(self, batch: dict[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        """The products' labels, plus each factor's label where a product isolates it (see the class docstring)."""
+        labels, masks = super().prediction_labels(batch)
+        products: dict[str, list[str]] = getattr(self.network, "products", {})
+        chains = {tuple(factors): name for name, factors in products.items()}
+        for name, factors in products.items():
+            factor, prefix = factors[-1], tuple(factors[:-1])
+            if factor in labels or name not in labels or prefix not in chains or chains[prefix] not in labels:
+                continue
+            given = chains[prefix]
+            labels[factor] = labels[name]
+            masks[factor] = masks[name] & masks[given] & (labels[given] > 0.5)
+        return labels, masks

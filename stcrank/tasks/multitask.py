@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,10 +12,21 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from torchmetrics.classification import BinaryAUROC
 
-from stcrank.tasks.base import BaseTask
+from stcrank.errors import ConfigError
+from stcrank.metrics.ranking import BinaryAUC
+from stcrank.tasks.base import BaseTask, require_feature_sizes
+from stcrank.tasks.predictions import prediction_rows
 
 ID_KEYS: tuple[str, ...] = ("request_id", "session_id", "position")
 """Batch keys carried into the cached predictions file."""
+
+PREDICTION_KEYS: tuple[str, ...] = ("session_id", "position", "visit_id")
+"""Batch keys carried into ``stcrank predict``'s rows besides ``request_id`` and ``item_id``."""
+
+TRAIN_AUC_THRESHOLDS = 1000
+"""Bins of the training AUC of each task (``train/auc_<t>``): constant memory over an epoch."""
+
+logger = logging.getLogger(__name__)
 
 
 def masked_task_loss(logits: Tensor, target: Tensor, mask: Tensor, weight: Tensor) -> Tensor:
@@ -40,10 +52,18 @@ class MultiTaskRankingTask(BaseTask):
     Loss: ``L = sum_t lambda_t * sum_i m_ti z_ti BCE(y_ti, p_ti) / max(1, sum_i m_ti z_ti)``, with the label,
     mask and weight of each task read from the batch (``label_<t>``, ``mask_<t>``, ``weight_<t>``, see
     :mod:`stcrank.data.eshop.datamodule`). Evaluation logs ``val/auc_<t>`` and ``test/auc_<t>`` (AUC of the
-    task's prediction on its samples: mask true and weight above 0), their sum ``val/auc_sum`` and ``val/loss``.
-    ``predict`` returns per-sample probabilities, labels and masks; with ``predictions_path`` set, the
-    predictions of the whole predict run are written as the cached validation predictions file that
-    ``stcrank tune`` reads (:func:`stcrank.tuning.predictions.write_predictions`).
+    task's prediction on its samples: mask true and weight above 0; NaN when those labels are all of one class),
+    their sum ``val/auc_sum`` and ``val/loss``. Training logs ``train/loss`` (per step and per epoch), each
+    task's part ``train/loss_<t>`` and the epoch's ``train/auc_<t>`` (binned).
+
+    When training starts, the heads and the data module's labels must match one to one, and every head needs
+    training samples of both classes: a head without labels, labels without a head, or a constant label stop
+    with a :class:`~stcrank.errors.ConfigError` (a constant validation or test label only warns: its AUC is NaN).
+
+    ``predict`` returns one row per sample (``request_id``, ``item_id``, ``pred_<t>``, ``label_<t>``,
+    ``mask_<t>``; see :mod:`stcrank.tasks.predictions`), which ``stcrank predict`` writes as the cached
+    predictions ``stcrank tune`` reads. With ``predictions_path`` set, the task also writes them itself in the
+    layout of :func:`stcrank.tuning.predictions.write_predictions`.
 
     Args:
         network: The network, called with ``feature_sizes``; it must have a ``tasks`` list and return one logit
@@ -68,23 +88,44 @@ class MultiTaskRankingTask(BaseTask):
         predictions_path: str | None = None,
     ) -> None:
         super().__init__()
-        if feature_sizes is None:
-            raise ValueError(
-                "MultiTaskRankingTask needs feature_sizes (the command line links them from the data module)"
-            )
+        feature_sizes = require_feature_sizes(type(self).__name__, feature_sizes)
         self.save_hyperparameters(ignore=["network", "optimizer"])
         self.network = network(feature_sizes)
         self.tasks: list[str] = list(self.network.tasks)
         unknown = sorted(set(loss_weights or {}) - set(self.tasks))
         if unknown:
-            raise ValueError(f"loss_weights name tasks {unknown} the network has no head for (heads: {self.tasks})")
+            raise ConfigError(
+                f"--model.loss_weights names tasks {unknown} the network has no head for (heads: {self.tasks})"
+            )
         self.loss_weights = {task: float((loss_weights or {}).get(task, 1.0)) for task in self.tasks}
         self.optimizer = optimizer
         self.lr = lr
         self.predictions_path = predictions_path
-        self.val_auc = nn.ModuleDict({task: BinaryAUROC() for task in self.tasks})
-        self.test_auc = nn.ModuleDict({task: BinaryAUROC() for task in self.tasks})
+        self.val_auc = nn.ModuleDict({task: BinaryAUC() for task in self.tasks})
+        self.test_auc = nn.ModuleDict({task: BinaryAUC() for task in self.tasks})
+        self.train_auc = nn.ModuleDict({task: BinaryAUROC(thresholds=TRAIN_AUC_THRESHOLDS) for task in self.tasks})
         self._predicted: list[dict[str, Tensor]] = []
+
+    def metric_sets(self) -> dict[str, list[str]]:
+        """Every metric is over the data module's samples of the split (e-shop page views or exposures)."""
+        return {"samples": [*(f"auc_{task}" for task in self.tasks), "auc_sum", "loss"]}
+
+    def describe_loss(self) -> str:
+        """The masked BCE of the heads."""
+        return f"the masked BCE of heads {self.tasks}"
+
+    def setup(self, stage: str) -> None:
+        """Before training, check that heads and labels match and that every head's labels are not constant."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        labelled = getattr(datamodule, "tasks", None)
+        if stage != "fit" or labelled is None:
+            return
+        check_heads_match_labels(self.tasks, list(labelled))
+        splits = getattr(datamodule, "splits", {})
+        for split, samples in splits.items():
+            columns = getattr(samples, "columns", None)
+            if columns is not None:
+                check_labels_vary(self.tasks, columns, split)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         """Adam with ``lr``, or the configured optimiser."""
@@ -93,9 +134,12 @@ class MultiTaskRankingTask(BaseTask):
         return torch.optim.Adam(self.parameters(), lr=self.lr)
 
     def _check_batch(self, batch: dict[str, Tensor]) -> None:
-        missing = [f"label_{t}" for t in self.tasks if f"label_{t}" not in batch]
+        missing = [t for t in self.tasks if f"label_{t}" not in batch]
         if missing:
-            raise KeyError(f"the network has heads {self.tasks} but the batch lacks {missing}; configure their labels")
+            raise ConfigError(
+                f"the network has heads {self.tasks} but the data gives no label for {missing}: add them to "
+                "--data.labels, or remove them from --model.network.tasks"
+            )
 
     def _loss(self, logits: dict[str, Tensor], batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         parts = {
@@ -108,11 +152,17 @@ class MultiTaskRankingTask(BaseTask):
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         """One optimisation step on a batch of page views."""
         self._check_batch(batch)
-        loss, parts = self._loss(self.network(batch), batch)
+        logits = self.network(batch)
+        loss, parts = self._loss(logits, batch)
         size = batch[f"label_{self.tasks[0]}"].shape[0]
-        self.log("train/loss", loss, prog_bar=True, batch_size=size)
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=size)
         for task, part in parts.items():
-            self.log(f"train/loss_{task}", part, batch_size=size)
+            self.log(f"train/loss_{task}", part, on_step=False, on_epoch=True, batch_size=size)
+            keep = batch[f"mask_{task}"] & (batch[f"weight_{task}"] > 0)
+            if bool(keep.any()):
+                probability = torch.sigmoid(logits[task].detach()[keep])
+                self.train_auc[task].update(probability, batch[f"label_{task}"][keep].long())
+                self.log(f"train/auc_{task}", self.train_auc[task], on_step=False, on_epoch=True, batch_size=size)
         return loss
 
     def _evaluation_step(self, metrics: nn.ModuleDict, prefix: str, batch: dict[str, Tensor]) -> None:
@@ -159,14 +209,33 @@ class MultiTaskRankingTask(BaseTask):
         """Predicted probability of every task, of the batch columns' shape."""
         return {task: torch.sigmoid(logit) for task, logit in self.network(batch).items()}
 
-    def predict_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Tensor]:
-        """Per-sample ``pred_<t>``, and when the batch has labels ``label_<t>``/``mask_<t>``, plus the id keys."""
-        out = {f"pred_{task}": p.float() for task, p in self.predict_probabilities(batch).items()}
+    def prediction_labels(self, batch: dict[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        """The label and mask of every predicted output that has one (the heads whose labels the batch has)."""
+        labels, masks = {}, {}
         for task in self.tasks:
             if f"label_{task}" in batch:
-                out[f"label_{task}"] = batch[f"label_{task}"]
-                out[f"mask_{task}"] = batch[f"mask_{task}"] & (batch[f"weight_{task}"] > 0)
-        out.update({key: batch[key] for key in ID_KEYS if key in batch})
+                labels[task] = batch[f"label_{task}"]
+                masks[task] = batch[f"mask_{task}"] & (batch[f"weight_{task}"] > 0)
+        return labels, masks
+
+    def predict_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Tensor]:
+        """One row per sample: ``request_id``, ``item_id``, and ``pred_<t>``/``label_<t>``/``mask_<t>`` per head.
+
+        Outputs without a label (none for MMoE; ESMM factors that no product isolates) are ``score_<name>``; the
+        batch's ``session_id``, ``position`` and ``visit_id`` are kept.
+        """
+        probabilities = self.predict_probabilities(batch)
+        labels, masks = self.prediction_labels(batch)
+        reference = next(iter(probabilities.values()))
+        out = prediction_rows(
+            torch.ones_like(reference, dtype=torch.bool),
+            request_id=batch["request_id"],
+            item_id=batch["item_id"] if "item_id" in batch else torch.zeros_like(batch["request_id"]),
+            predictions=probabilities,
+            labels=labels,
+            masks=masks,
+            extra={key: batch[key] for key in PREDICTION_KEYS if key in batch},
+        )
         if self.predictions_path is not None:
             self._predicted.append({k: v.detach().cpu() for k, v in out.items()})
         return out
@@ -181,6 +250,52 @@ class MultiTaskRankingTask(BaseTask):
             return
         write_prediction_batches(self.predictions_path, self._predicted, self.tasks)
         self._predicted = []
+
+
+def check_heads_match_labels(heads: list[str], labelled: list[str]) -> None:
+    """Refuse heads without labels and labels without heads (a head never trained, a label never used).
+
+    Raises:
+        ConfigError: Naming ``--model.network.tasks`` and ``--data.labels``.
+    """
+    unlabelled = [task for task in heads if task not in labelled]
+    unused = [task for task in labelled if task not in heads]
+    if unlabelled:
+        raise ConfigError(
+            f"the network has heads {unlabelled} with no label in --data.labels ({labelled}): add their labels, or "
+            f"remove them from --model.network.tasks ({heads})"
+        )
+    if unused:
+        raise ConfigError(
+            f"--data.labels defines {unused}, but the network has no head for them (--model.network.tasks {heads}): "
+            "they would be ignored; add the heads, or remove the labels"
+        )
+
+
+def check_labels_vary(tasks: list[str], columns: dict[str, Tensor], split: str) -> None:
+    """Refuse a head whose training labels are all of one class (or absent); warn for an evaluation split.
+
+    Args:
+        tasks: The heads.
+        columns: The split's columns (``label_<t>``, ``mask_<t>``, ``weight_<t>``).
+        split: ``train``, ``val``, ``test``...
+
+    Raises:
+        ConfigError: For the training split.
+    """
+    for task in tasks:
+        if f"label_{task}" not in columns:
+            continue
+        keep = columns[f"mask_{task}"] & (columns[f"weight_{task}"] > 0)
+        labels = columns[f"label_{task}"][keep]
+        values = sorted({float(v) for v in labels.unique()}) if labels.numel() else []
+        if len(values) >= 2:
+            continue
+        found = "no sample" if not values else f"label {values[0]:g} on all {labels.numel()} samples"
+        message = f"task {task!r} has {found} in the {split} split (--data.labels.{task})"
+        if split == "train":
+            raise ConfigError(f"{message}: the head cannot learn; change the label definition or its settings")
+        logger.warning("%s: its AUC will be NaN", message)
 
 
 def write_prediction_batches(path: str | Path, batches: list[dict[str, Tensor]], tasks: list[str]) -> Path:

@@ -8,18 +8,24 @@ import torch
 from lightning.pytorch.cli import OptimizerCallable
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
+from torchmetrics.classification import BinaryAUROC
 
-from stcrank import registry
+from stcrank.errors import ConfigError
 from stcrank.metrics.ranking import BinaryAUC, BinaryLogLoss, StageCandidateMetrics
 from stcrank.models.base import RankingNetwork
+from stcrank.options import resolve_plugin
 from stcrank.plugins import Loss
-from stcrank.tasks.base import BaseTask
+from stcrank.tasks.base import BaseTask, require_feature_sizes
+from stcrank.tasks.predictions import head_name, prediction_rows
 
 EXPOSURES, CANDIDATES = 0, 1
 """Dataloader indices of evaluation: point-wise exposures, then per-request stage candidates."""
 
 CANDIDATE_NAMES = {"recall": "recflow_recall", "ndcg": "recflow_ndcg", "norm_recall": "recall", "norm_ndcg": "ndcg"}
 """Logged name of each :class:`~stcrank.metrics.ranking.StageCandidateMetrics` key (before ``@K``)."""
+
+TRAIN_AUC_THRESHOLDS = 1000
+"""Bins of the training AUC (``train/auc``): constant memory over an epoch of any size, exact to about 1e-3."""
 
 
 class RankingTask(BaseTask):
@@ -36,12 +42,23 @@ class RankingTask(BaseTask):
       it has one (a separate scorer, e.g. DIN's auxiliary two-tower), else from ``score_candidates`` over
       ``[item; aux_items]`` (the same towers, e.g. DSSM).
 
+    When training starts, the loss and the data module's training layout must fit: a loss that compares the items
+    of a row (pair-wise, list-wise: ``Loss.compares_items``) on point-wise exposures would have no pair and no
+    gradient, and stage items that the loss does not read would silently train the baseline; both stop with a
+    :class:`~stcrank.errors.ConfigError` naming the option to change.
+
+    Training logs ``train/loss`` (per step and per epoch) and, on point-wise batches, the epoch's ``train/auc``
+    (binned into :data:`TRAIN_AUC_THRESHOLDS` thresholds).
+
     Evaluation takes two dataloaders: index 0 yields exposures (AUC and LogLoss), index 1 yields requests with
     their stage candidates (Recall@K and NDCG@K over the candidates). Two families of list metrics are logged:
 
     - ``recflow_recall@K`` / ``recflow_ndcg@K``: RecFlow's own definitions, micro-averaged over positives;
       ``recflow_ndcg`` has no ideal-DCG normalisation (the mean DCG gain per positive), as in the paper.
     - ``recall@K`` / ``ndcg@K``: the standard per-request averages, NDCG normalised by the ideal DCG.
+
+    ``predict`` scores every stage candidate of each request of the data module's predict set (one row per
+    request and item, see :mod:`stcrank.tasks.predictions`), the input of re-ranking and of ``stcrank tune``.
 
     Args:
         network: The network, called with ``feature_sizes`` (give it as ``class_path`` + ``init_args``).
@@ -68,17 +85,31 @@ class RankingTask(BaseTask):
         list_target: str = "candidate_stage",
     ) -> None:
         super().__init__()
-        if feature_sizes is None:
-            raise ValueError("RankingTask needs feature_sizes (the command line links them from the data module)")
+        feature_sizes = require_feature_sizes("RankingTask", feature_sizes)
         self.save_hyperparameters(ignore=["network", "loss", "optimizer"])
         self.network = network(feature_sizes)
-        self.loss = registry.resolve("losses", loss)
+        self.loss = resolve_plugin("losses", loss, "--model.loss")
+        self.loss_name = loss if isinstance(loss, str) else type(self.loss).__name__
         self.optimizer = optimizer
         self.lr = lr
         self.ks = list(ks or [50, 100, 200])
         self.list_target = list_target
         self.val_metrics = self._make_metrics("val/")
         self.test_metrics = self._make_metrics("test/")
+        self.train_auc = BinaryAUROC(thresholds=TRAIN_AUC_THRESHOLDS)
+        self.head = "label"
+
+    def metric_sets(self) -> dict[str, list[str]]:
+        """AUC and LogLoss over the exposures; Recall@K and NDCG@K over each request's stage candidates."""
+        lists = [f"{name}@{k}" for name in ("recall", "ndcg", "recflow_recall", "recflow_ndcg") for k in self.ks]
+        return {"exposures": ["auc", "logloss"], "stage candidates": lists}
+
+    def setup(self, stage: str) -> None:
+        """Name the prediction head after the data's label; before training, check the loss fits the batches."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        self.head = head_name(datamodule)
+        if stage == "fit" and datamodule is not None:
+            check_loss_fits_layout(self.loss, self.loss_name, datamodule)
 
     def _make_metrics(self, prefix: str) -> nn.ModuleDict:
         # One StageCandidateMetrics sorts each candidates batch once for every metric and cut-off.
@@ -105,7 +136,9 @@ class RankingTask(BaseTask):
             logits = self.network(batch).unsqueeze(1)
             target = batch["label"].unsqueeze(1)
             loss, size = self.loss(logits, target, torch.ones_like(target, dtype=torch.bool)), logits.shape[0]
-        self.log("train/loss", loss, prog_bar=True, batch_size=size)
+            self.train_auc.update(torch.sigmoid(logits.detach()).squeeze(1), batch["label"].long())
+            self.log("train/auc", self.train_auc, on_step=False, on_epoch=True, batch_size=size)
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=size)
         return loss
 
     def _list_loss(self, batch: dict[str, Tensor]) -> Tensor:
@@ -172,6 +205,70 @@ class RankingTask(BaseTask):
         self._log_candidates(self.test_metrics["candidates"], "test/")
 
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Tensor]:
-        """Predicted probabilities: per exposure, or per candidate for a candidates batch."""
-        logits = self.network.score_candidates(batch) if "candidates" in batch else self.network(batch)
-        return {"request_id": batch["request_id"], "probability": torch.sigmoid(logits)}
+        """One row per scored item: ``request_id``, ``item_id``, ``pred_<head>``, ``label_<head>``, ``mask_<head>``.
+
+        A candidates batch adds each candidate's cascade priority (``stage``); an exposures batch scores its
+        exposures.
+        """
+        if "candidates" in batch:
+            mask = batch["candidate_mask"]
+            probability = torch.sigmoid(self.network.score_candidates(batch))
+            return prediction_rows(
+                mask,
+                request_id=batch["request_id"].unsqueeze(1).expand_as(mask),
+                item_id=batch["candidates"][..., 0] - 1,  # batches shift ids by +1 (0 is padding)
+                predictions={self.head: probability},
+                labels={self.head: batch["candidate_label"]},
+                extra={"stage": batch["candidate_stage"]},
+            )
+        probability = torch.sigmoid(self.network(batch))
+        return prediction_rows(
+            torch.ones_like(probability, dtype=torch.bool),
+            request_id=batch["request_id"],
+            item_id=batch["item"][:, 0] - 1,
+            predictions={self.head: probability},
+            labels={self.head: batch["label"]},
+        )
+
+
+def check_loss_fits_layout(loss: Loss, loss_name: str, datamodule: object) -> None:
+    """Refuse a loss and training batches that cannot train together (see :class:`RankingTask`).
+
+    Args:
+        loss: The loss.
+        loss_name: The loss as the user named it (``fs_ltr``).
+        datamodule: The data module; unchecked when it does not declare ``training_layout()``.
+
+    Raises:
+        ConfigError: Naming ``--model.loss`` and ``--data.sample_kind`` and what to change.
+    """
+    layout_of = getattr(datamodule, "training_layout", None)
+    layout = layout_of() if callable(layout_of) else None
+    if layout is None:
+        return
+    kind = getattr(datamodule, "sample_kind", "?")
+    auxiliary = hasattr(loss, "ranking_term")
+
+    def kinds(*layouts: str) -> str:
+        names = datamodule.sample_kinds_of(*layouts) if hasattr(datamodule, "sample_kinds_of") else []
+        if not names:
+            return f"a data module whose samples are {' or '.join(layouts)}"
+        return " or ".join(f"--data.sample_kind {name}" for name in names)
+
+    if auxiliary and layout != "auxiliary":
+        raise ConfigError(
+            f"--model.loss {loss_name} ranks each exposure above stage items of its request, but "
+            f"--data.sample_kind {kind} brings no stage items: use {kinds('auxiliary')}"
+        )
+    if layout == "point-wise" and getattr(loss, "compares_items", False):
+        raise ConfigError(
+            f"--model.loss {loss_name} compares the items of a list, but --data.sample_kind {kind} gives one "
+            f"exposure per row: no pair, zero gradient. Use {kinds('lists')} (as "
+            "configs/experiments/recflow/*/fsltr.yaml do), or a point-wise loss (--model.loss bce)"
+        )
+    if layout == "auxiliary" and not auxiliary:
+        raise ConfigError(
+            f"--data.sample_kind {kind} adds stage items to each exposure, but --model.loss {loss_name} does not "
+            "read them (the run would train the baseline): use --model.loss aux_ranking, or --data.sample_kind "
+            "exposures"
+        )

@@ -9,11 +9,13 @@ import torch
 from lightning.pytorch.cli import OptimizerCallable
 from torch import Tensor, nn
 
-from stcrank import registry
+from stcrank.errors import ConfigError
 from stcrank.metrics.ranking import CorpusRetrievalMetrics
 from stcrank.metrics.retrieval import topk_over_corpus
+from stcrank.options import resolve_plugin
 from stcrank.plugins import Loss
-from stcrank.tasks.base import BaseTask
+from stcrank.tasks.base import BaseTask, require_feature_sizes
+from stcrank.tasks.predictions import head_name, prediction_rows
 
 
 class RetrievalNetwork(Protocol):
@@ -43,6 +45,12 @@ class RetrievalTask(BaseTask):
     ``recflow_recall@K`` and ``recflow_ndcg@K`` (micro-averaged over positives, NDCG without IDCG), summed across
     processes. When the corpus is smaller than ``max(ks)``, the list holds the whole corpus.
 
+    Training logs ``train/loss`` (per step and per epoch) and the epoch's ``train/sampled_auc``: the share of
+    (target, real sampled negative) pairs in which the target scores higher.
+
+    ``predict`` writes the top ``max(ks)`` items retrieved for each request of the data module's predict set, one
+    row per (request, item) with its 1-based ``rank`` and score (see :mod:`stcrank.tasks.predictions`).
+
     Args:
         network: The network, called with ``feature_sizes`` (give it as ``class_path`` + ``init_args``); it must
             provide ``user_vector``, ``item_vectors`` and ``forward(seq, seq_mask, items)``.
@@ -70,16 +78,19 @@ class RetrievalTask(BaseTask):
         feature_sizes: dict[str, int] | None = None,
     ) -> None:
         super().__init__()
-        if feature_sizes is None:
-            raise ValueError("RetrievalTask needs feature_sizes (the command line links them from the data module)")
+        feature_sizes = require_feature_sizes("RetrievalTask", feature_sizes)
         if target not in ("label", "priority"):
-            raise ValueError(f"RetrievalTask: target must be 'label' or 'priority', got {target!r}")
+            raise ConfigError(f"--model.target {target}: choose label or priority")
         self.save_hyperparameters(ignore=["network", "loss", "optimizer"])
         self.network = network(feature_sizes)
         for method in ("user_vector", "item_vectors"):
             if not callable(getattr(self.network, method, None)):
-                raise TypeError(f"RetrievalTask: the network {type(self.network).__name__} has no {method}()")
-        self.loss = registry.resolve("losses", loss)
+                raise ConfigError(
+                    f"--model.network {type(self.network).__name__} has no {method}(): RetrievalTask needs a "
+                    "two-tower retrieval network such as SASRec"
+                )
+        self.loss = resolve_plugin("losses", loss, "--model.loss")
+        self.loss_name = loss if isinstance(loss, str) else type(self.loss).__name__
         self.target = target
         self.optimizer = optimizer
         self.lr = lr
@@ -88,6 +99,24 @@ class RetrievalTask(BaseTask):
         self.val_metrics = CorpusRetrievalMetrics(self.ks)
         self.test_metrics = CorpusRetrievalMetrics(self.ks)
         self._corpus: tuple[Tensor, Tensor] | None = None
+        self.head = "label"
+
+    def metric_sets(self) -> dict[str, list[str]]:
+        """Recall@K and NDCG@K of each request's retrieval from the whole corpus."""
+        names = [f"recflow_{name}@{k}" for name in ("recall", "ndcg") for k in self.ks]
+        return {"requests (retrieved from the whole corpus)": names}
+
+    def setup(self, stage: str) -> None:
+        """Name the prediction head after the data's label; before training, check that rows hold negatives."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        self.head = head_name(datamodule)
+        layout_of = getattr(datamodule, "training_layout", None)
+        if stage == "fit" and callable(layout_of) and layout_of() not in (None, "lists"):
+            kind = getattr(datamodule, "sample_kind", "?")
+            raise ConfigError(
+                f"RetrievalTask trains on targets with sampled negatives, but --data.sample_kind {kind} gives "
+                "other samples: use --data.sample_kind retrieval"
+            )
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         """Adam with ``lr`` (RecFlow's protocol: no weight decay, no schedule), or the configured optimiser."""
@@ -100,7 +129,15 @@ class RetrievalTask(BaseTask):
         scores = self.network(batch["seq"], batch["seq_mask"], batch["items"])
         target = batch["label"] if self.target == "label" else batch["item_priority"].to(scores.dtype)
         loss = self.loss(scores, target, batch["item_mask"])
-        self.log("train/loss", loss, prog_bar=True, batch_size=scores.shape[0])
+        size = scores.shape[0]
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=size)
+        with torch.no_grad():
+            negatives = batch["item_mask"][:, 1:]
+            wins = (scores[:, :1] > scores[:, 1:]) & negatives
+            pairs = negatives.sum()
+            if bool(pairs > 0):
+                sampled_auc = wins.sum().float() / pairs.float()
+                self.log("train/sampled_auc", sampled_auc, on_step=False, on_epoch=True, batch_size=int(pairs))
         return loss
 
     # -- evaluation ------------------------------------------------------------------------------------------------
@@ -190,8 +227,26 @@ class RetrievalTask(BaseTask):
         self._log_epoch(self.test_metrics, "test/")
         self._corpus = None
 
+    def on_predict_epoch_start(self) -> None:
+        """Embed the corpus once for the run."""
+        self._prepare_corpus()
+
+    def on_predict_epoch_end(self) -> None:
+        """Free the corpus vectors."""
+        self._corpus = None
+
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Tensor]:
-        """Retrieved item ids (shifted, ``0`` for empty slots) and scores, best first, per request."""
+        """One row per retrieved (request, item), best first: ``rank``, the score, and whether it is a positive."""
         scores, rows = self.retrieve(batch)
         items = torch.where(rows >= 0, self._corpus[0][rows.clamp(min=0)], torch.zeros_like(rows))
-        return {"request_id": batch["request_id"], "items": items, "scores": scores}
+        positives = batch["positives"].masked_fill(~batch["positive_mask"], -1)
+        hit = (items.unsqueeze(2) == positives.unsqueeze(1)).any(dim=2)
+        rank = torch.arange(1, rows.shape[1] + 1, device=rows.device).expand_as(rows)
+        return prediction_rows(
+            rows >= 0,
+            request_id=batch["request_id"].unsqueeze(1).expand_as(rows),
+            item_id=items - 1,  # batches shift ids by +1 (0 is padding)
+            predictions={self.head: scores},
+            labels={self.head: hit},
+            extra={"rank": rank},
+        )

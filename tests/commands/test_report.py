@@ -4,6 +4,7 @@ import pytest
 
 from stcrank.cli import main
 from stcrank.commands import report
+from stcrank.errors import UsageError
 
 
 def test_report_lists_its_reports(capsys):
@@ -13,7 +14,7 @@ def test_report_lists_its_reports(capsys):
 
 
 def test_unknown_report_is_named():
-    with pytest.raises(SystemExit, match="unknown report 'recflwo'"):
+    with pytest.raises(UsageError, match="unknown report 'recflwo'; did you mean recflow"):
         main(["report", "recflwo"])
 
 

@@ -1,5 +1,6 @@
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from stcrank.cli import main
+from stcrank.cli import console_main, main
 from stcrank.commands.tune import main as tune_main
 from stcrank.commands.tune import tune
 from stcrank.tuning.predictions import synthetic_predictions
@@ -136,10 +137,13 @@ def test_tune_function_returns_what_json_prints(predictions, capsys):
         (["--n-trials", "0", "--predictions", "PRED"], "at least 1"),
     ],
 )
-def test_errors_are_one_clear_line(predictions, options, message):
+def test_errors_are_one_clear_line(predictions, options, message, capsys):
     options = [predictions if option == "PRED" else option for option in options]
-    with pytest.raises(SystemExit, match="stcrank tune: error: .*" + message.replace("[", r"\[")):
-        tune_main(options)
+    with pytest.raises(SystemExit) as exit_info:
+        console_main(["tune", *options])
+    assert exit_info.value.code in (1, 2)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and re.match("stcrank tune: error: .*" + message.replace("[", r"\["), lines[0]), lines
 
 
 def test_help_describes_the_options(capsys):

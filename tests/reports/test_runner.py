@@ -1,6 +1,7 @@
 import json
 import logging
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -88,12 +89,13 @@ def test_data_init_parameters_reads_the_data_piece(tmp_path):
     assert data_init_parameters(_write(tmp_path / "bad.yaml", "data:\n  class_path: no.such.Module\n")) is None
 
 
-def test_last_checkpoint_takes_the_newest_version(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no lightning_logs"):
+def test_last_checkpoint_takes_the_newest(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"no checkpoints/last\.ckpt"):
         last_checkpoint(tmp_path)
-    for version in (2, 10):
-        _write(tmp_path / "lightning_logs" / f"version_{version}" / "checkpoints" / "last.ckpt", "")
-    assert last_checkpoint(tmp_path).parts[-3] == "version_10"
+    for index, name in enumerate(("recflow/rank/b", "recflow/rank/a")):
+        path = _write(tmp_path / name / "checkpoints" / "last.ckpt", "")
+        os.utime(path, ns=(index * 10**9, index * 10**9))
+    assert last_checkpoint(tmp_path) == tmp_path / "recflow/rank/a/checkpoints/last.ckpt"
 
 
 def test_result_cache_round_trip_last_record_wins_and_truncation_is_skipped(tmp_path, caplog):

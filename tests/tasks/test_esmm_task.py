@@ -69,7 +69,27 @@ def test_serving_returns_factors_and_products(eshop_store):
 
 
 def test_a_network_without_factor_probabilities_is_rejected():
+    from stcrank.errors import ConfigError
     from stcrank.models.mmoe import MMoE
 
-    with pytest.raises(TypeError, match="probabilities"):
+    with pytest.raises(ConfigError, match=r"--model\.network MMoE has no probabilities"):
         ESMMTask(lambda sizes: MMoE(sizes, tasks=["cvr"]), feature_sizes={"item_id": 4})
+
+
+def test_predict_writes_products_and_factors_with_their_labels(eshop_store, tmp_path):
+    from pathlib import Path
+
+    from stcrank.cli import main
+    from stcrank.tuning.predictions import read_predictions
+
+    config = Path(__file__).resolve().parents[2] / "configs/experiments/stcrank/esmm_explore.yaml"
+    path = tmp_path / "esmm.parquet"
+    args = ["predict", "-c", str(config), f"--data.root={eshop_store}", "--untrained", f"--predictions={path}"]
+    cli = main([*args, f"--trainer.logger.init_args.save_dir={tmp_path}"])
+    cached = read_predictions(path)
+    assert set(cached.tasks) == {"ctr", "ctr_sdr", "ctr_sdr_cvrf", "cvr_e", "sdr_star", "cvr_f_star", "cvr_detail"}
+    columns = cli.datamodule.splits["val"].columns
+    # sdr_star is the swipe among clicks: the label of ctr_sdr on the clicked exposures
+    clicked = columns["label_ctr"] > 0.5
+    assert torch.equal(cached.masks["sdr_star"], clicked)
+    assert torch.equal(cached.labels["sdr_star"][clicked], columns["label_ctr_sdr"][clicked].bool())

@@ -82,6 +82,7 @@ def test_ddp_masked_aucs_equal_one_process(eshop_store, tmp_path):
 
     config = Path(__file__).resolve().parents[2] / "configs/experiments/stcrank/moc_base.yaml"
     args = ["test", "-c", str(config), f"--data.root={eshop_store}", "--seed_everything=0", "--data.eval_batch_size=13"]
+    args += ["--untrained=true"]  # the metrics of the seeded initial weights, on purpose
     single = main([*args, f"--trainer.default_root_dir={tmp_path}", f"--trainer.logger.init_args.save_dir={tmp_path}"])
     single = {k: float(v) for k, v in single.trainer.callback_metrics.items()}
     root = tmp_path / "ddp"
@@ -97,3 +98,47 @@ def test_ddp_masked_aucs_equal_one_process(eshop_store, tmp_path):
         assert ddp[name] == pytest.approx(single[name], abs=1e-6), name
     # the loss is a mean of per-batch means: batches differ between one and two processes
     assert ddp["test/loss"] == pytest.approx(single["test/loss"], rel=0.02)
+
+
+def _moc(config: str, store, tmp_path, *extra):
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "configs/experiments/stcrank" / config
+    return ["-c", str(path), f"--data.root={store}", f"--trainer.logger.init_args.save_dir={tmp_path}", *extra]
+
+
+def test_predict_writes_every_head_with_ids_for_tune(eshop_store, tmp_path):
+    from stcrank.cli import main
+
+    path = tmp_path / "mmoe.parquet"
+    cli = main(["predict", *_moc("moc_base.yaml", eshop_store, tmp_path), "--untrained", f"--predictions={path}"])
+    cached = read_predictions(path)
+    assert cached.tasks == ("cvr", "vtr")
+    assert cached.num_rows == len(cli.datamodule.splits["val"])
+    assert {"request_id", "item_id", "session_id", "position"} <= set(cached.extra)
+    assert torch.equal(cached.extra["item_id"], cli.datamodule.splits["val"].columns["item_id"])
+
+
+def test_labels_and_heads_must_match(eshop_store, tmp_path):
+    from stcrank.cli import main
+    from stcrank.errors import ConfigError
+
+    fit = ["fit", "--trainer.fast_dev_run=true"]
+    with pytest.raises(ConfigError, match=r"--data\.labels defines \['vtr'\], but the network has no head"):
+        main(
+            [
+                *fit,
+                *_moc("single_objective.yaml", eshop_store, tmp_path, "--data.labels={cvr: cvr, vtr: vtr_threshold}"),
+            ]
+        )
+    with pytest.raises(ConfigError, match=r"the network has heads \['vtr'\] with no label in --data\.labels"):
+        main([*fit, *_moc("moc_base.yaml", eshop_store, tmp_path, "--data.labels={cvr: cvr}")])
+
+
+def test_a_constant_training_label_is_refused(eshop_store, tmp_path):
+    from stcrank.cli import main
+    from stcrank.errors import ConfigError
+
+    never = "--data.labels.vtr.init_args.threshold_s=1e9"  # no view is that long: vtr is 0 everywhere
+    with pytest.raises(ConfigError, match=r"task 'vtr' has label 0 on all \d+ samples in the train split"):
+        main(["fit", "--trainer.fast_dev_run=true", *_moc("moc_base.yaml", eshop_store, tmp_path, never)])

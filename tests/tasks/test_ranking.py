@@ -207,3 +207,79 @@ def test_auxiliary_step_uses_the_separate_tower_only_for_the_ranking_term(recflo
     pairs = batch["aux_mask"] * label
     bpr = (pairs * torch.nn.functional.softplus(-(aux[:, :1] - aux[:, 1:]))).sum() / pairs.sum()
     assert torch.isclose(loss, bce + 0.1 * bpr, atol=1e-5)
+
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs/experiments/recflow"
+
+
+def _fit_args(config: Path, store: Path, root: Path) -> list[str]:
+    return ["fit", "-c", str(config), f"--data.root={store}", f"--trainer.logger.init_args.save_dir={root}"]
+
+
+def test_a_list_loss_on_point_wise_exposures_is_refused(recflow_store, tmp_path):
+    from stcrank.errors import ConfigError
+
+    args = _fit_args(EXPERIMENT, recflow_store, tmp_path)
+    with pytest.raises(
+        ConfigError, match=r"--model.loss fs_ltr compares the items of a list.*--data.sample_kind requests"
+    ):
+        main([*args, "--model.loss", "fs_ltr"])
+    with pytest.raises(ConfigError, match=r"--model\.loss bpr compares the items of a list"):
+        main([*args, "--model.loss", "bpr", "--trainer.fast_dev_run=true"])
+
+
+def test_stage_items_the_loss_does_not_read_are_refused(recflow_store, tmp_path):
+    from stcrank.errors import ConfigError
+
+    args = _fit_args(CONFIGS / "rank/aux_ranking.yaml", recflow_store, tmp_path)
+    with pytest.raises(ConfigError, match=r"--data\.sample_kind aux_exposures adds stage items .* --model\.loss bce"):
+        main([*args, "--model.loss", "bce", "--model.network.auxiliary_tower=false"])
+    with pytest.raises(
+        ConfigError, match=r"--model\.loss AuxiliaryRankingLoss .* --data\.sample_kind exposures brings no stage"
+    ):
+        main([*args, "--data.sample_kind", "exposures"])
+
+
+def test_extra_negatives_from_stages_without_rows_are_refused(recflow_store, tmp_path, monkeypatch):
+    from stcrank.data.recflow.datamodule import RecFlowDataModule
+    from stcrank.errors import ConfigError
+
+    monkeypatch.setattr(RecFlowDataModule, "stage_rows", lambda self, days, stages: 0)
+    args = _fit_args(CONFIGS / "rank/extra_rank_neg_n1.yaml", recflow_store, tmp_path)
+    with pytest.raises(ConfigError, match=r"--data.negative_sampler: the stages \['rank_neg'\] hold no row"):
+        main([*args, "--trainer.fast_dev_run=true"])
+
+
+@pytest.mark.slow
+def test_predict_scores_every_stage_candidate_as_the_test_does(trained, tmp_path):
+    from stcrank.tuning.predictions import read_predictions
+
+    path = tmp_path / "din.parquet"
+    main(["predict", *trained["args"], f"--ckpt_path={trained['checkpoint']}", f"--predictions={path}"])
+    cached = read_predictions(path)
+    assert cached.tasks == ("effective_view",) and {"request_id", "item_id", "stage"} <= set(cached.extra)
+    _, candidates = _test_day_predictions(trained["task"], trained["data"])
+    assert cached.num_rows == candidates["preds"].numel()
+    # the same loader order as the test's candidates: the rows are the candidates, scored by the trained weights
+    expected = torch.sigmoid(candidates["preds"]).double()
+    assert torch.allclose(cached.predictions["effective_view"], expected, atol=1e-6)
+    assert torch.equal(cached.labels["effective_view"], candidates["target"].bool())
+
+
+def test_predict_of_the_coarse_ranker_writes_its_rows(recflow_store, tmp_path):
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "dssm.parquet"
+    args = ["predict", "-c", str(CONFIGS / "coarse/baseline.yaml"), f"--data.root={recflow_store}", "--untrained"]
+    main([*args, f"--trainer.logger.init_args.save_dir={tmp_path}", f"--predictions={path}"])
+    table = pq.read_table(path)
+    assert table.schema.names == [
+        "request_id",
+        "item_id",
+        "pred_effective_view",
+        "label_effective_view",
+        "mask_effective_view",
+        "stage",
+    ]
+    stages = set(table.column("stage").to_pylist())
+    assert 2 in stages  # coarse_neg candidates are part of the coarse ranker's inference space

@@ -42,12 +42,15 @@ def _fit_killed(root: Path, args: list[str], kill_at: int) -> subprocess.Complet
     return subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
 
 
-def _last(root: Path, version: int) -> Path:
-    return root / f"lightning_logs/version_{version}/checkpoints/last.ckpt"
+def _last(root: Path) -> Path:
+    # runs/<experiment>/checkpoints/last.ckpt: one folder per experiment, overwritten by a resumed run
+    (path,) = root.rglob("checkpoints/last.ckpt")
+    return path
 
 
 def _val_metrics(root: Path, version: int) -> dict[str, float]:
-    rows = list(csv.DictReader((root / f"lightning_logs/version_{version}/metrics.csv").open()))
+    (path,) = root.rglob(f"version_{version}/metrics.csv")
+    rows = list(csv.DictReader(path.open()))
     return {key: float(value) for row in rows for key, value in row.items() if key.startswith("val/") and value}
 
 
@@ -58,13 +61,13 @@ def _kill_and_resume(tmp_path: Path, args: list[str], kill_at: int) -> tuple[dic
     killed_root = tmp_path / "killed"
     killed = _fit_killed(killed_root, args, kill_at)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
-    resumed_from = torch.load(_last(killed_root, 0), map_location="cpu", weights_only=False)
+    resumed_from = torch.load(_last(killed_root), map_location="cpu", weights_only=False)
 
     with warnings.catch_warnings():
         warnings.filterwarnings("error", message=".*not resumable.*")  # Lightning's warning for a stateless loader
-        _fit_in_process(killed_root, args, [f"--ckpt_path={_last(killed_root, 0)}"])
+        _fit_in_process(killed_root, args, ["--ckpt_path=last"])
     load = lambda path: torch.load(path, map_location="cpu", weights_only=False)  # noqa: E731
-    return load(_last(tmp_path / "full", 0)), load(_last(killed_root, 1)), resumed_from
+    return load(_last(tmp_path / "full")), load(_last(killed_root)), resumed_from
 
 
 def _assert_same_end(tmp_path: Path, uninterrupted: dict, resumed: dict, resumed_from: dict, kill_at: int) -> None:

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from stcrank.data.recflow.retrieval import RecFlowRetrievalDataModule
+from stcrank.errors import ConfigError
 from stcrank.models.sasrec import SASRec
 from stcrank.plugins import Loss
 from stcrank.tasks.retrieval import RetrievalTask
@@ -122,9 +123,9 @@ def test_bad_arguments_are_refused(recflow_store):
     module = RecFlowRetrievalDataModule(str(recflow_store))
     with pytest.raises(ValueError, match="feature_sizes"):
         RetrievalTask(functools.partial(SASRec))
-    with pytest.raises(ValueError, match="target"):
+    with pytest.raises(ConfigError, match=r"--model\.target clicks: choose label or priority"):
         _task(module, target="clicks")
-    with pytest.raises(TypeError, match="user_vector"):
+    with pytest.raises(ConfigError, match=r"--model\.network Linear has no user_vector\(\)"):
         RetrievalTask(lambda sizes: torch.nn.Linear(2, 2), feature_sizes=module.feature_sizes)
 
 
@@ -138,7 +139,7 @@ def _test_run_metrics(config, store, root, extra):
     from stcrank.cli import main
 
     args = ["test", "-c", str(config), f"--data.root={store}", f"--trainer.default_root_dir={root}"]
-    args += [f"--trainer.logger.init_args.save_dir={root}", "--seed_everything=0", *extra]
+    args += [f"--trainer.logger.init_args.save_dir={root}", "--seed_everything=0", "--untrained", "true", *extra]
     if "--trainer.devices=2" not in extra:
         return {k: float(v) for k, v in main(args).trainer.callback_metrics.items()}
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -163,3 +164,40 @@ def test_ddp_corpus_metrics_equal_one_process(recflow_store, tmp_path):
     assert single["test/recflow_recall@100"] > 0
     for name, value in single.items():
         assert ddp[name] == pytest.approx(value, abs=1e-6), name
+
+
+def test_predict_writes_each_requests_retrieved_list(recflow_store, tmp_path):
+    from pathlib import Path
+
+    import pyarrow.parquet as pq
+
+    from stcrank.cli import main
+    from stcrank.tuning.predictions import read_predictions
+
+    config = Path(__file__).resolve().parents[2] / "configs/experiments/recflow/retrieval/baseline.yaml"
+    path = tmp_path / "sasrec.parquet"
+    args = ["predict", "-c", str(config), f"--data.root={recflow_store}", "--untrained", "--model.init_args.ks=[5,20]"]
+    cli = main([*args, f"--trainer.logger.init_args.save_dir={tmp_path}", f"--predictions={path}"])
+    rows = pq.read_table(path).to_pylist()
+    module = cli.datamodule
+    requests = {row["request_id"] for row in rows}
+    assert len(rows) == 20 * len(requests)
+    evaluation = next(iter(module.predict_dataloader()))
+    positives = {
+        int(request): set((items[mask] - 1).tolist())
+        for request, items, mask in zip(
+            evaluation["request_id"], evaluation["positives"], evaluation["positive_mask"], strict=True
+        )
+    }
+    by_request: dict[int, list[dict]] = {}
+    for row in rows:
+        by_request.setdefault(row["request_id"], []).append(row)
+    for request, listed in by_request.items():
+        assert [row["rank"] for row in listed] == list(range(1, 21))
+        scores = [row["pred_effective_view"] for row in listed]
+        assert scores == sorted(scores, reverse=True)
+        if request in positives:
+            assert [row["label_effective_view"] == 1 for row in listed] == [
+                row["item_id"] in positives[request] for row in listed
+            ]
+    assert read_predictions(path).tasks == ("effective_view",)

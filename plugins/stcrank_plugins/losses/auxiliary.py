@@ -44,6 +44,8 @@ class AuxiliaryRankingLoss(Loss):
         alpha: Weight of the auxiliary ranking term (RecFlow: 0.1).
     """
 
+    compares_items = True
+
     def __init__(self, alpha: float = 0.1) -> None:
         super().__init__()
         if not alpha >= 0:

@@ -86,6 +86,8 @@ class FSLTRLoss(Loss):
         normalize: ``"pairs"`` or ``"group"``, see above.
     """
 
+    compares_items = True
+
     def __init__(
         self,
         priority_weights: dict[int, float] | None = None,
@@ -195,6 +197,8 @@ class PositiveRankLoss(Loss):
     Args:
         positive_level: Priority of the positive items.
     """
+
+    compares_items = True
 
     def __init__(self, positive_level: int = 6) -> None:
         super().__init__()

@@ -108,6 +108,8 @@ class BPRLoss(Loss):
     gradient.
     """
 
+    compares_items = True
+
     def forward(self, scores: Tensor, target: Tensor, mask: Tensor, weight: Tensor | None = None) -> Tensor:
         """Compute the loss.
 

@@ -21,12 +21,13 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from stcrank import registry
 from stcrank.data.base import BaseDataModule
 from stcrank.data.eshop.reader import read_manifest, read_table
 from stcrank.data.eshop.schema import F_LOG_COLUMNS, F_LOG_FILE
 from stcrank.data.recflow.batching import DayBatchSampler
 from stcrank.data.resumable import ResumableDataLoader
+from stcrank.errors import ConfigError
+from stcrank.options import resolve_plugin
 from stcrank.plugins import LabelDefinition
 
 FEATURE_COLUMNS: tuple[str, ...] = tuple(c.name for c in F_LOG_COLUMNS if c.role == "feature")
@@ -115,14 +116,19 @@ class EShopDataModule(BaseDataModule):
     ) -> None:
         super().__init__()
         if not (val_fraction > 0 and test_fraction > 0 and val_fraction + test_fraction < 1):
-            raise ValueError(f"need 0 < val_fraction, test_fraction and a sum < 1; got {val_fraction}, {test_fraction}")
+            raise ConfigError(
+                f"--data.val_fraction {val_fraction} and --data.test_fraction {test_fraction}: each must be above 0 "
+                "and their sum below 1"
+            )
         if predict_split not in SPLITS:
-            raise ValueError(f"predict_split must be one of {SPLITS}, got {predict_split!r}")
+            raise ConfigError(f"--data.predict_split {predict_split}: choose one of {', '.join(SPLITS)}")
         self.root = Path(root)
         raw = labels if labels is not None else {"cvr": "cvr"}
         if not raw:
-            raise ValueError("EShopDataModule needs at least one task in labels")
-        self.labels: dict[str, LabelDefinition] = {task: registry.resolve("labels", spec) for task, spec in raw.items()}
+            raise ConfigError("--data.labels is empty: name at least one task and its label (e.g. {cvr: cvr})")
+        self.labels: dict[str, LabelDefinition] = {
+            task: resolve_plugin("labels", spec, f"--data.labels.{task}") for task, spec in raw.items()
+        }
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.val_fraction = val_fraction

@@ -9,18 +9,20 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Sequence
+from typing import ClassVar
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from stcrank import registry
 from stcrank.data.base import BaseDataModule
 from stcrank.data.recflow.batching import DayBatches, DayBatchSampler, SampleKind
 from stcrank.data.recflow.collate import CandidateDay, ExposureDay
 from stcrank.data.recflow.schema import RANK_CANDIDATE_STAGES, STAGE_CODE
 from stcrank.data.recflow.store import DayPart, RecFlowStore, StageLists, read_manifest
 from stcrank.data.resumable import ResumableDataLoader
+from stcrank.errors import ConfigError
+from stcrank.options import resolve_plugin
 from stcrank.plugins import LabelDefinition
 
 logger = logging.getLogger(__name__)
@@ -47,6 +49,11 @@ class RecFlowDataModule(BaseDataModule):
     * **Validation** (only when ``val_day`` is set) **and test**: two dataloaders; index 0 holds the day's
       exposures (point-wise: AUC, LogLoss), index 1 the day's requests with their ``candidate_stages`` candidates
       (Recall/NDCG over stage candidates). Nothing is dropped; under DDP each rank reads a disjoint contiguous block.
+    * **Predict**: the test day's requests with their ``candidate_stages`` candidates (what a ranker scores for
+      re-ranking); ``stcrank predict`` writes one row per candidate.
+
+    Training refuses a sample kind that yields no sample on the training days (:class:`~stcrank.errors.ConfigError`)
+    rather than training nothing.
 
     Subclasses add sample kinds by extending :meth:`sample_kinds`.
 
@@ -74,6 +81,8 @@ class RecFlowDataModule(BaseDataModule):
             every epoch); a day that fits in one part is shuffled exactly as a whole day. None loads whole days.
     """
 
+    SAMPLE_LAYOUTS: ClassVar[dict[str, str]] = {"exposures": "point-wise", "requests": "lists"}
+
     def __init__(
         self,
         root: str,
@@ -94,35 +103,41 @@ class RecFlowDataModule(BaseDataModule):
     ) -> None:
         super().__init__()
         if chunk_rows is not None and chunk_rows < 1:
-            raise ValueError(f"chunk_rows must be >= 1 or None, got {chunk_rows}")
+            raise ConfigError(f"--data.chunk_rows {chunk_rows}: must be at least 1 (or null to load whole days)")
         self.chunk_rows = chunk_rows
         self.root = str(root)
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.val_day = val_day
-        self.label = registry.resolve("labels", label)
+        self.label = resolve_plugin("labels", label, "--data.label")
         self.candidate_stages = list(candidate_stages) if candidate_stages is not None else list(RANK_CANDIDATE_STAGES)
         unknown = [stage for stage in self.candidate_stages if stage not in STAGE_CODE]
         if unknown:
-            raise ValueError(f"unknown candidate_stages {unknown}; the stages are {list(STAGE_CODE)}")
+            raise ConfigError(f"--data.candidate_stages: unknown stages {unknown}; the stages are {list(STAGE_CODE)}")
         if max_candidates is not None and max_candidates < 1:
-            raise ValueError(f"max_candidates must be >= 1, got {max_candidates}")
+            raise ConfigError(f"--data.max_candidates {max_candidates}: must be at least 1 (or null for all)")
         self.max_candidates = max_candidates
         self.shuffle_candidates = shuffle_candidates
         self.num_workers = num_workers
         self.pin_memory = pin_memory
         self.seed = seed
         if sample_kind not in self.sample_kinds():
-            raise ValueError(f"unknown sample_kind {sample_kind!r}; choose one of {sorted(self.sample_kinds())}")
+            kinds = sorted(self.sample_kinds())
+            raise ConfigError(
+                f"--data.sample_kind {sample_kind}: unknown for {type(self).__name__}; choose one of {kinds}"
+            )
         self.sample_kind = sample_kind
         manifest = read_manifest(self.root)
         days = list(manifest["days"])
         self.test_day = test_day or manifest["test_day"]
         held_out = {self.test_day, val_day}
         chosen = train_days if train_days is not None else [d for d in days if d not in held_out]
-        for day in [*chosen, self.test_day, *([val_day] if val_day else [])]:
+        given = [("--data.train_days", day) for day in chosen] + [("--data.test_day", self.test_day)]
+        for option, day in [*given, *([("--data.val_day", val_day)] if val_day else [])]:
             if day not in days:
-                raise ValueError(f"day {day!r} is not in the store {self.root} ({days[0]} .. {days[-1]})")
+                raise ConfigError(
+                    f"{option} {day}: no such day in the store {self.root} (it has {days[0]} .. {days[-1]})"
+                )
         if train_days is not None and list(train_days) != sorted(train_days):
             logger.warning("train_days are visited in chronological order, not in the given order")
         self.train_days = sorted(chosen)
@@ -238,9 +253,44 @@ class RecFlowDataModule(BaseDataModule):
             world_size: Number of processes; from the trainer (or torch.distributed) when None.
         """
         if not self.train_days:
-            raise ValueError(f"no training day in {self.root} (test day {self.test_day}, val day {self.val_day})")
+            raise ConfigError(
+                f"{self.root}: no training day left (test day {self.test_day}, val day {self.val_day}); set "
+                "--data.train_days or import more days"
+            )
+        self.check_training_samples()
         kind = self.sample_kinds()[self.sample_kind]
-        return self._loader(self.train_days, kind, self.batch_size, True, rank, world_size)
+        loader = self._loader(self.train_days, kind, self.batch_size, True, rank, world_size)
+        if sum(loader.sampler.day_sizes) == 0:
+            raise ConfigError(
+                f"--data.sample_kind {self.sample_kind} yields no training sample on {self.train_days} of {self.root}"
+            )
+        return loader
+
+    def check_training_samples(self) -> None:
+        """Refuse settings whose training samples would not be what they say (subclasses add their checks)."""
+
+    def stage_rows(self, days: Sequence[str], stages: Sequence[str]) -> int:
+        """Number of stage rows of ``stages`` over ``days`` (from the per-request stage counts alone)."""
+        codes = [STAGE_CODE[stage] for stage in stages if stage in STAGE_CODE]
+        if not codes:
+            return 0
+        return sum(int(self.store.requests(day, ["stage_count"])["stage_count"][:, codes].sum()) for day in days)
+
+    def require_stage_rows(self, stages: Sequence[str], option: str, what: str) -> None:
+        """Refuse stages that hold no row on the training days (the samples built from them would be empty).
+
+        Args:
+            stages: The stages.
+            option: The option that chose them (``--data.negative_sampler``).
+            what: What the stages provide (``extra negatives``).
+        """
+        if self.stage_rows(self.train_days, stages) > 0:
+            return
+        present = [stage for stage in STAGE_CODE if self.stage_rows(self.train_days, [stage]) > 0]
+        raise ConfigError(
+            f"{option}: the stages {list(stages)} hold no row on the training days {self.train_days} of {self.root}, "
+            f"so there would be no {what} (a run equal to the baseline); the store has rows of {present}"
+        )
 
     def evaluation_dataloaders(
         self, day: str, rank: int | None = None, world_size: int | None = None
@@ -264,3 +314,7 @@ class RecFlowDataModule(BaseDataModule):
     def test_dataloader(self) -> list[DataLoader]:
         """Test loaders on the test day: ``[exposures, requests with candidates]``."""
         return self.evaluation_dataloaders(self.test_day)
+
+    def predict_dataloader(self) -> DataLoader:
+        """The test day's requests with their ``candidate_stages`` candidates, nothing dropped."""
+        return self._loader([self.test_day], self._candidate_kind(), self.eval_batch_size, False)

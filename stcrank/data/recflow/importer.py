@@ -78,6 +78,7 @@ from stcrank.data.recflow.schema import (
     USER_COLUMNS,
 )
 from stcrank.data.recflow.time_features import time_codes
+from stcrank.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -1077,10 +1078,10 @@ def _write_json_atomically(path: Path, payload: Mapping[str, Any]) -> None:
 def _prepare_destination(dst: Path, overwrite: bool) -> None:
     if dst.exists() and any(dst.iterdir()):
         if (dst / MANIFEST).exists() and not overwrite:
-            raise FileExistsError(f"{dst} already holds a RecFlow store; pass overwrite=True to replace it")
+            raise FileExistsError(f"{dst} already holds a RecFlow store; pass --overwrite true to replace it")
         unknown = [p.name for p in dst.iterdir() if p.name not in (MANIFEST, DAYS_DIR, OTHERS_DIR)]
         if unknown and not overwrite:
-            raise FileExistsError(f"{dst} is not empty ({unknown[:5]}); pass overwrite=True to replace it")
+            raise FileExistsError(f"{dst} is not empty ({unknown[:5]}); pass --overwrite true to replace it")
         if overwrite:
             shutil.rmtree(dst)
     (dst / DAYS_DIR).mkdir(parents=True, exist_ok=True)
@@ -1146,9 +1147,9 @@ def import_recflow(
     """
     started = time.perf_counter()
     if chunk_rows is not None and chunk_rows < 1:
-        raise ValueError(f"chunk_rows must be >= 1 or None, got {chunk_rows}")
+        raise ConfigError(f"--chunk_rows {chunk_rows}: must be at least 1 (or null for whole files)")
     if ubm not in ("pickle", "all_stage", "none"):
-        raise ValueError(f"ubm must be 'pickle', 'all_stage' or 'none', got {ubm!r}")
+        raise ConfigError(f"--ubm {ubm}: choose pickle, all_stage or none")
     layout = ReleaseLayout(src)
     wanted = sorted(days) if days is not None else layout.calendar()
     if not wanted:
@@ -1162,14 +1163,17 @@ def import_recflow(
             continue
         reason = "missing " + ", ".join(str(p.relative_to(layout.root)) for p in missing)
         if on_missing_day == "error":
-            raise MissingDayError(f"{layout.root}: day {date} is incomplete ({reason}); pass on_missing_day='skip'")
+            raise MissingDayError(
+                f"{layout.root}: day {date} is incomplete ({reason}); pass --on_missing_day skip to import the "
+                "other days"
+            )
         logger.warning("import-recflow: skipping %s (%s)", date, reason)
         skipped[date] = reason
     if not chosen:
         raise MissingDayError(f"{layout.root}: every requested day is incomplete: {skipped}")
     test_day = test_day or chosen[-1]
     if test_day not in chosen:
-        raise ValueError(f"test_day {test_day} is not among the imported days {chosen[0]} .. {chosen[-1]}")
+        raise ConfigError(f"--test_day {test_day}: not among the imported days {chosen[0]} .. {chosen[-1]}")
 
     root = Path(dst)
     _prepare_destination(root, overwrite)

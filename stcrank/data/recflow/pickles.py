@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from stcrank.data.recflow.errors import RecFlowFormatError
+from stcrank.errors import StcrankError
 
 try:  # numpy >= 2
     from numpy._core import multiarray as _multiarray
@@ -51,7 +52,7 @@ except ImportError:  # pragma: no cover - numpy 1.x
 logger = logging.getLogger(__name__)
 
 
-class UnsafePickleError(pickle.UnpicklingError):
+class UnsafePickleError(StcrankError, pickle.UnpicklingError):
     """A pickle names a global outside the allowed set (it could run code); nothing of it was executed.
 
     Attributes:

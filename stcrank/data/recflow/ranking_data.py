@@ -8,8 +8,8 @@ batch, training and evaluation alike (see :mod:`stcrank.data.recflow.competing`)
 from __future__ import annotations
 
 import functools
+from typing import ClassVar
 
-from stcrank import registry
 from stcrank.data.recflow.batching import SampleKind
 from stcrank.data.recflow.competing import with_competing
 from stcrank.data.recflow.datamodule import DEFAULT_CHUNK_ROWS, RecFlowDataModule
@@ -17,6 +17,8 @@ from stcrank.data.recflow.schema import STAGE_CODE
 from stcrank.data.recflow.slots import check_slots
 from stcrank.data.recflow.stage_samples import AuxiliaryExposureDay, ExtraNegativeDay, RequestListDay
 from stcrank.data.recflow.store import RecFlowStore
+from stcrank.errors import ConfigError
+from stcrank.options import resolve_plugin
 from stcrank.plugins import LabelDefinition, NegativeSampler
 
 RANK_LIST_SLOTS: dict[str, int] = {
@@ -62,6 +64,9 @@ class RecFlowRankingDataModule(RecFlowDataModule):
     ``competing_mask``: up to ``competing_size`` items of that stage from the request of each past behaviour
     (Tables 12 and 14).
 
+    Before training, stages that feed the samples (the sampler's for ``"extra_negatives"``, ``aux_stages`` for
+    ``"aux_exposures"``) must hold rows on the training days: otherwise the run would silently be the baseline.
+
     Args:
         root: The store directory.
         batch_size: Largest training batch.
@@ -85,6 +90,13 @@ class RecFlowRankingDataModule(RecFlowDataModule):
         competing_stage: Stage of the competing items of past behaviours (``rank_pos``); none when None.
         competing_size: Competing items per behaviour.
     """
+
+    SAMPLE_LAYOUTS: ClassVar[dict[str, str]] = {
+        **RecFlowDataModule.SAMPLE_LAYOUTS,
+        "extra_negatives": "point-wise",
+        "request_lists": "lists",
+        "aux_exposures": "auxiliary",
+    }
 
     def __init__(
         self,
@@ -111,20 +123,26 @@ class RecFlowRankingDataModule(RecFlowDataModule):
         competing_size: int = 10,
     ) -> None:
         # Set before the parent's constructor: it validates sample_kind through sample_kinds().
-        self.negative_sampler = registry.resolve("negative_samplers", negative_sampler) if negative_sampler else None
+        self.negative_sampler = (
+            resolve_plugin("negative_samplers", negative_sampler, "--data.negative_sampler")
+            if negative_sampler
+            else None
+        )
         self.list_slots = check_slots(list_slots or RANK_LIST_SLOTS, "list_slots")
         self.aux_stages = list(aux_stages or AUX_STAGES)
         if aux_per_stage < 1:
-            raise ValueError(f"aux_per_stage must be >= 1, got {aux_per_stage}")
+            raise ConfigError(f"--data.aux_per_stage {aux_per_stage}: must be at least 1")
         self.aux_slots = check_slots(dict.fromkeys(self.aux_stages, aux_per_stage), "aux_stages")
         if "click" in self.aux_slots or "realshow" in self.aux_slots:
-            raise ValueError(f"aux_stages must be stage samples (not realshow/click), got {self.aux_stages}")
+            raise ConfigError(f"--data.aux_stages {self.aux_stages}: must be stage samples (not realshow or click)")
         if competing_stage is not None and competing_stage not in STAGE_CODE:
-            raise ValueError(f"unknown competing_stage {competing_stage!r}; the stages are {list(STAGE_CODE)}")
+            raise ConfigError(f"--data.competing_stage {competing_stage}: unknown; the stages are {list(STAGE_CODE)}")
         self.competing_stage = competing_stage
         self.competing_size = competing_size
         if sample_kind == "extra_negatives" and self.negative_sampler is None:
-            raise ValueError("sample_kind 'extra_negatives' needs a negative_sampler (e.g. stage_extra)")
+            raise ConfigError(
+                "--data.sample_kind extra_negatives needs --data.negative_sampler (e.g. stage_extra with its stages)"
+            )
         super().__init__(
             root=root,
             batch_size=batch_size,
@@ -142,6 +160,15 @@ class RecFlowRankingDataModule(RecFlowDataModule):
             seed=seed,
             chunk_rows=chunk_rows,
         )
+
+    def check_training_samples(self) -> None:
+        """Refuse extra negatives or auxiliary items drawn from stages without a row on the training days."""
+        if self.sample_kind == "extra_negatives":
+            stages = list(getattr(self.negative_sampler, "stages", []))
+            if stages:
+                self.require_stage_rows(stages, "--data.negative_sampler", "extra negatives")
+        elif self.sample_kind == "aux_exposures":
+            self.require_stage_rows(self.aux_stages, "--data.aux_stages", "auxiliary stage items")
 
     def _competing(self, kind: SampleKind) -> SampleKind:
         if self.competing_stage is None:

@@ -29,18 +29,19 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from typing import ClassVar
 
 import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from stcrank import registry
 from stcrank.data.recflow.batching import SampleKind
 from stcrank.data.recflow.collate import compute_labels
 from stcrank.data.recflow.datamodule import DEFAULT_CHUNK_ROWS, RecFlowDataModule
 from stcrank.data.recflow.schema import CLICK_PRIORITY, FEEDBACK_COLUMNS, STAGE_CODE
 from stcrank.data.recflow.store import RecFlowStore
+from stcrank.options import resolve_plugin
 from stcrank.plugins import LabelDefinition, NegativeSampler
 
 __all__ = [
@@ -232,6 +233,10 @@ class RecFlowRetrievalDataModule(RecFlowDataModule):
       from the stage lists of the example's request (see the module docstring for the batch layout).
     * **Validation** (when ``val_day`` is set) **and test**: one dataloader of the day's requests that have a
       positive exposure, nothing dropped; the corpus to retrieve from is :meth:`retrieval_corpus`.
+    * **Predict**: the test day's requests, as for the test; ``stcrank predict`` writes each one's retrieved list.
+
+    Before training, the stage pools a stage sampler draws from must hold rows on the training days (else its
+    stage negatives would all be missing and the run would be the uniform baseline).
 
     Args:
         root: The store directory (``stcrank data import-recflow --dst``).
@@ -248,6 +253,8 @@ class RecFlowRetrievalDataModule(RecFlowDataModule):
         seed: Seed of the within-day shuffles and of the negative draws.
         chunk_rows: Stage rows of the day part loaded at a time (see :class:`RecFlowDataModule`).
     """
+
+    SAMPLE_LAYOUTS: ClassVar[dict[str, str]] = {**RecFlowDataModule.SAMPLE_LAYOUTS, "retrieval": "lists"}
 
     def __init__(
         self,
@@ -266,7 +273,7 @@ class RecFlowRetrievalDataModule(RecFlowDataModule):
         chunk_rows: int | None = DEFAULT_CHUNK_ROWS,
     ) -> None:
         # Set before the parent's constructor, which validates sample_kind through sample_kinds().
-        self.negative_sampler = registry.resolve("negative_samplers", negative_sampler)
+        self.negative_sampler = resolve_plugin("negative_samplers", negative_sampler, "--data.negative_sampler")
         super().__init__(
             root,
             batch_size=batch_size,
@@ -297,6 +304,16 @@ class RecFlowRetrievalDataModule(RecFlowDataModule):
             count=functools.partial(RetrievalTrainDay.num_rows, label=self.label),
         )
         return kinds
+
+    def check_training_samples(self) -> None:
+        """Refuse a stage sampler whose stages hold no row on the training days."""
+        stages = [name for name in getattr(self.negative_sampler, "stages", {}) if name in STAGE_CODE]
+        if self.sample_kind == "retrieval" and stages:
+            self.require_stage_rows(stages, "--data.negative_sampler", "stage negatives")
+
+    def predict_dataloader(self) -> DataLoader:
+        """The test day's requests with a positive exposure (as for the test)."""
+        return self.evaluation_dataloaders(self.test_day)[0]
 
     def retrieval_corpus(self) -> Tensor:
         """Every video exposed over the store's days (shifted +1, sorted, unique): the corpus retrieved from."""

@@ -534,7 +534,7 @@ def synth_recflow(
     root = Path(out)
     if root.exists():
         if not overwrite and any(root.iterdir()):
-            raise FileExistsError(f"{root} exists and is not empty; pass overwrite=True to replace it")
+            raise FileExistsError(f"{root} exists and is not empty; pass --overwrite true to replace it")
         shutil.rmtree(root)
     root.mkdir(parents=True)
 

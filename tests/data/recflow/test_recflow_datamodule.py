@@ -121,7 +121,7 @@ def test_invalid_arguments(recflow_store):
         RecFlowDataModule(str(recflow_store), sample_kind="pairs")
     with pytest.raises(ValueError, match="candidate_stages"):
         RecFlowDataModule(str(recflow_store), candidate_stages=["shown"])
-    with pytest.raises(ValueError, match="not in the store"):
+    with pytest.raises(ValueError, match=r"--data\.train_days 2023-01-01: no such day in the store"):
         RecFlowDataModule(str(recflow_store), train_days=["2023-01-01"])
     with pytest.raises(Exception, match="unknown plugin"):
         RecFlowDataModule(str(recflow_store), label="no_such_label")

@@ -311,7 +311,7 @@ def test_ubm_derived_from_all_stage_equals_the_pickle_rows(make_release, tmp_pat
         assert got.num_rows > 0 and got.equals(expected), day
     nothing = import_recflow(src=str(release), dst=str(tmp_path / "none"), ubm="none")
     assert not RecFlowStore(tmp_path / "none").has_table(nothing["days"][0], "ubm")
-    with pytest.raises(ValueError, match="ubm must be"):
+    with pytest.raises(ValueError, match="--ubm"):
         import_recflow(src=str(release), dst=str(tmp_path / "bad"), ubm="maybe")
 
 
