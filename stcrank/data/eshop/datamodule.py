@@ -203,7 +203,15 @@ class EShopDataModule(BaseDataModule):
         size = self.batch_size if shuffle else self.eval_batch_size
         sampler = DayBatchSampler([len(data)], size, shuffle=shuffle, seed=self.seed, rank=rank, world_size=world_size)
         # The sampler yields whole batches (batch_size=None) and is already sharded, so Lightning leaves it as is.
-        return ResumableDataLoader(data, sampler=sampler, batch_size=None, num_workers=self.num_workers)
+        loader = ResumableDataLoader(data, sampler=sampler, batch_size=None, num_workers=self.num_workers)
+        # Besides the sampler's own settings, these fix what a training epoch holds (checked when a run resumes).
+        loader.settings = {
+            "--data.split_seed": self.split_seed,
+            "--data.val_fraction": self.val_fraction,
+            "--data.test_fraction": self.test_fraction,
+            "--data.labels": list(self.labels),
+        }
+        return loader
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled training page views."""

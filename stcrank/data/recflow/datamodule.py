@@ -221,7 +221,7 @@ class RecFlowDataModule(BaseDataModule):
             units = [part for day_parts in parts for part in day_parts]
             sizes = [kind.count(self.store.part(part), part.day) for part in units]
         sampler = DayBatchSampler(sizes, batch_size, shuffle=shuffle, seed=self.seed, rank=rank, world_size=world_size)
-        return ResumableDataLoader(
+        loader = ResumableDataLoader(
             DayBatches(self.root, units, kind, seed=self.seed),
             batch_size=None,  # the sampler yields whole batches
             sampler=sampler,
@@ -229,6 +229,13 @@ class RecFlowDataModule(BaseDataModule):
             pin_memory=self.pin_memory,
             persistent_workers=False,
         )
+        # Besides the sampler's own settings, these fix what a training epoch holds (checked when a run resumes).
+        loader.settings = {
+            "--data.sample_kind": self.sample_kind,
+            "--data.train_days": list(self.train_days),
+            "--data.chunk_rows": self.chunk_rows,
+        }
+        return loader
 
     def train_dataloader(self, rank: int | None = None, world_size: int | None = None) -> DataLoader:
         """The training days, day by day, shuffled within each day.
