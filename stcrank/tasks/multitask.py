@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from torchmetrics.classification import BinaryAUROC
 
+from stcrank.checks import TASK, check_non_negative, check_positive
 from stcrank.tasks.base import BaseTask
 
 ID_KEYS: tuple[str, ...] = ("request_id", "session_id", "position")
@@ -72,6 +73,9 @@ class MultiTaskRankingTask(BaseTask):
             raise ValueError(
                 "MultiTaskRankingTask needs feature_sizes (the command line links them from the data module)"
             )
+        check_positive("MultiTaskRankingTask", TASK, lr=lr)
+        weights = {f"loss_weights.{task}": weight for task, weight in (loss_weights or {}).items()}
+        check_non_negative("MultiTaskRankingTask", TASK, **weights)
         self.save_hyperparameters(ignore=["network", "optimizer"])
         self.network = network(feature_sizes)
         self.tasks: list[str] = list(self.network.tasks)

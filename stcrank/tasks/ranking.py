@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from torchmetrics import MetricCollection
 
 from stcrank import registry
+from stcrank.checks import TASK, check_not_empty, check_positive
 from stcrank.metrics.ranking import BinaryAUC, BinaryLogLoss, StageCandidateMetrics
 from stcrank.models.base import RankingNetwork
 from stcrank.plugins import Loss
@@ -70,6 +71,8 @@ class RankingTask(BaseTask):
         super().__init__()
         if feature_sizes is None:
             raise ValueError("RankingTask needs feature_sizes (the command line links them from the data module)")
+        check_positive("RankingTask", TASK, lr=lr, ks=ks)
+        check_not_empty("RankingTask", TASK, ks=ks)
         self.save_hyperparameters(ignore=["network", "loss", "optimizer"])
         self.network = network(feature_sizes)
         self.loss = registry.resolve("losses", loss)

@@ -10,6 +10,7 @@ from lightning.pytorch.cli import OptimizerCallable
 from torch import Tensor, nn
 
 from stcrank import registry
+from stcrank.checks import TASK, check_not_empty, check_positive
 from stcrank.metrics.ranking import CorpusRetrievalMetrics
 from stcrank.metrics.retrieval import topk_over_corpus
 from stcrank.plugins import Loss
@@ -74,6 +75,8 @@ class RetrievalTask(BaseTask):
             raise ValueError("RetrievalTask needs feature_sizes (the command line links them from the data module)")
         if target not in ("label", "priority"):
             raise ValueError(f"RetrievalTask: target must be 'label' or 'priority', got {target!r}")
+        check_positive("RetrievalTask", TASK, lr=lr, ks=ks, chunk_size=chunk_size)
+        check_not_empty("RetrievalTask", TASK, ks=ks)
         self.save_hyperparameters(ignore=["network", "loss", "optimizer"])
         self.network = network(feature_sizes)
         for method in ("user_vector", "item_vectors"):

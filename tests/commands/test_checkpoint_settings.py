@@ -50,7 +50,11 @@ def test_another_task_class_is_refused():
 def trained(recflow_store, tmp_path_factory):
     root = tmp_path_factory.mktemp("trained")
     args = ["-c", str(DIN), f"--data.root={recflow_store}", f"--trainer.default_root_dir={root}"]
-    args += [f"--trainer.logger.init_args.save_dir={root}", "--trainer.max_steps=2", "--trainer.enable_progress_bar=false"]
+    args += [
+        f"--trainer.logger.init_args.save_dir={root}",
+        "--trainer.max_steps=2",
+        "--trainer.enable_progress_bar=false",
+    ]
     main(["fit", *args])
     return args, root / "lightning_logs/version_0/checkpoints/last.ckpt"
 

@@ -43,3 +43,13 @@ def test_step_seed_depends_on_every_part():
     seeds = {step_seed(0, 0, 0, 0), step_seed(1, 0, 0, 0), step_seed(0, 1, 0, 0), step_seed(0, 0, 1, 0)}
     assert len(seeds | {step_seed(0, 0, 0, 1)}) == 5
     assert step_seed(3, 1, 2, 5) == step_seed(3, 1, 2, 5)
+
+
+@pytest.mark.parametrize(
+    ("setting", "option"),
+    [({"ks": [10, 0]}, "ks"), ({"ks": []}, "ks"), ({"lr": 0.0}, "lr"), ({"lr": -1e-3}, "lr")],
+    ids=["ks-zero", "ks-empty", "lr-zero", "lr-negative"],
+)
+def test_ranking_task_refuses_meaningless_settings_naming_the_option(setting, option):
+    with pytest.raises(ConfigError, match=rf"^RankingTask: --model\.init_args\.{option} must"):
+        RankingTask(lambda fs: DIN(fs), feature_sizes=SIZES, **setting)

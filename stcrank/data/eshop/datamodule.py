@@ -22,6 +22,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from stcrank import registry
+from stcrank.checks import DATA, check_non_negative, check_positive
 from stcrank.data.base import BaseDataModule
 from stcrank.data.eshop.reader import read_manifest, read_table
 from stcrank.data.eshop.schema import F_LOG_COLUMNS, F_LOG_FILE
@@ -114,6 +115,9 @@ class EShopDataModule(BaseDataModule):
         seed: int = 0,
     ) -> None:
         super().__init__()
+        owner = type(self).__name__
+        check_positive(owner, DATA, batch_size=batch_size, eval_batch_size=eval_batch_size)
+        check_non_negative(owner, DATA, num_workers=num_workers)
         if not (val_fraction > 0 and test_fraction > 0 and val_fraction + test_fraction < 1):
             raise ValueError(f"need 0 < val_fraction, test_fraction and a sum < 1; got {val_fraction}, {test_fraction}")
         if predict_split not in SPLITS:

@@ -15,18 +15,49 @@ import torch
 from torch.utils.data import DataLoader
 
 from stcrank import registry
+from stcrank.checks import DATA, check_non_negative, check_positive
 from stcrank.data.base import BaseDataModule
 from stcrank.data.recflow.batching import DayBatches, DayBatchSampler, SampleKind
 from stcrank.data.recflow.collate import CandidateDay, ExposureDay
 from stcrank.data.recflow.schema import RANK_CANDIDATE_STAGES, STAGE_CODE
 from stcrank.data.recflow.store import DayPart, RecFlowStore, StageLists, read_manifest
 from stcrank.data.resumable import ResumableDataLoader
+from stcrank.errors import ConfigError
 from stcrank.plugins import LabelDefinition
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_CHUNK_ROWS = 4_000_000
 """Default bound on the stage rows of the day part a loader holds (about 1/13 of a RecFlow day)."""
+
+
+def check_held_out_days(train_days: Sequence[str], test_day: str, val_day: str | None, test_day_given: bool) -> None:
+    """Refuse overlapping days: a training day twice, the test or validation day among the training days.
+
+    A score on a day the model trained on means nothing, and choosing a model on the test day biases its score,
+    so a validation day that is the test day is refused too.
+
+    Raises:
+        ConfigError: Naming the options and the day.
+    """
+    test_option = "--data.test_day" if test_day_given else "the store's test day (manifest.json)"
+    repeated = sorted({day for day in train_days if list(train_days).count(day) > 1})
+    if repeated:
+        raise ConfigError(f"--data.train_days repeats {repeated}; give each training day once")
+    if test_day in train_days:
+        raise ConfigError(
+            f"--data.train_days includes the test day {test_day} ({test_option}); a model tested on a day it "
+            "trained on gives a meaningless score: leave that day out of --data.train_days"
+        )
+    if val_day is not None and val_day in train_days:
+        raise ConfigError(
+            f"--data.train_days includes the validation day {val_day} (--data.val_day); leave it out of one of them"
+        )
+    if val_day is not None and val_day == test_day:
+        raise ConfigError(
+            f"--data.val_day is the test day {test_day} ({test_option}); choosing a model on its test day biases "
+            "the test score: validate on another day"
+        )
 
 
 def _exposure_count(store: RecFlowStore, day: str, label: LabelDefinition) -> int:
@@ -93,8 +124,10 @@ class RecFlowDataModule(BaseDataModule):
         chunk_rows: int | None = DEFAULT_CHUNK_ROWS,
     ) -> None:
         super().__init__()
-        if chunk_rows is not None and chunk_rows < 1:
-            raise ValueError(f"chunk_rows must be >= 1 or None, got {chunk_rows}")
+        owner = type(self).__name__
+        check_positive(owner, DATA, batch_size=batch_size, eval_batch_size=eval_batch_size, chunk_rows=chunk_rows)
+        check_positive(owner, DATA, max_candidates=max_candidates)
+        check_non_negative(owner, DATA, num_workers=num_workers)
         self.chunk_rows = chunk_rows
         self.root = str(root)
         self.batch_size = batch_size
@@ -105,8 +138,6 @@ class RecFlowDataModule(BaseDataModule):
         unknown = [stage for stage in self.candidate_stages if stage not in STAGE_CODE]
         if unknown:
             raise ValueError(f"unknown candidate_stages {unknown}; the stages are {list(STAGE_CODE)}")
-        if max_candidates is not None and max_candidates < 1:
-            raise ValueError(f"max_candidates must be >= 1, got {max_candidates}")
         self.max_candidates = max_candidates
         self.shuffle_candidates = shuffle_candidates
         self.num_workers = num_workers
@@ -123,6 +154,7 @@ class RecFlowDataModule(BaseDataModule):
         for day in [*chosen, self.test_day, *([val_day] if val_day else [])]:
             if day not in days:
                 raise ValueError(f"day {day!r} is not in the store {self.root} ({days[0]} .. {days[-1]})")
+        check_held_out_days(chosen, self.test_day, val_day, test_day_given=test_day is not None)
         if train_days is not None and list(train_days) != sorted(train_days):
             logger.warning("train_days are visited in chronological order, not in the given order")
         self.train_days = sorted(chosen)

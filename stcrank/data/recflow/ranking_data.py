@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 
 from stcrank import registry
+from stcrank.checks import DATA, check_positive
 from stcrank.data.recflow.batching import SampleKind
 from stcrank.data.recflow.competing import with_competing
 from stcrank.data.recflow.datamodule import DEFAULT_CHUNK_ROWS, RecFlowDataModule
@@ -114,8 +115,7 @@ class RecFlowRankingDataModule(RecFlowDataModule):
         self.negative_sampler = registry.resolve("negative_samplers", negative_sampler) if negative_sampler else None
         self.list_slots = check_slots(list_slots or RANK_LIST_SLOTS, "list_slots")
         self.aux_stages = list(aux_stages or AUX_STAGES)
-        if aux_per_stage < 1:
-            raise ValueError(f"aux_per_stage must be >= 1, got {aux_per_stage}")
+        check_positive(type(self).__name__, DATA, aux_per_stage=aux_per_stage, competing_size=competing_size)
         self.aux_slots = check_slots(dict.fromkeys(self.aux_stages, aux_per_stage), "aux_stages")
         if "click" in self.aux_slots or "realshow" in self.aux_slots:
             raise ValueError(f"aux_stages must be stage samples (not realshow/click), got {self.aux_stages}")
