@@ -11,6 +11,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from stcrank import registry
 from stcrank.commands.checkpoint_settings import merge_checkpoint_hparams
 from stcrank.data.base import BaseDataModule
+from stcrank.io import writing
 from stcrank.tasks.base import BaseTask
 
 
@@ -44,6 +45,11 @@ class StcrankCLI(LightningCLI):
         # The checkpoint's hyper-parameters fill only what the command leaves out (stock LightningCLI lets them
         # override what the user gave); see stcrank.commands.checkpoint_settings.
         merge_checkpoint_hparams(self, self._args)
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        # A full disk while writing checkpoints, logs or predictions names the file (a torn checkpoint is removed).
+        with writing(None, where=self.trainer.log_dir or self.trainer.default_root_dir, remove_partial=True):
+            super()._run_subcommand(subcommand)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         """Link the data module's ``feature_sizes`` into the task, so configs never repeat vocabulary sizes."""
