@@ -8,6 +8,7 @@ import pytest
 from stcrank.cli import main
 from stcrank.commands.lightning import StcrankCLI
 from stcrank.io import OutputError
+from stcrank.registry import PluginError
 
 REPO = Path(__file__).resolve().parents[2]
 DIN = REPO / "configs/experiments/recflow/rank/din_baseline.yaml"
@@ -37,3 +38,14 @@ def test_a_full_disk_while_checkpointing_names_the_checkpoint_and_removes_it(rec
     with pytest.raises(OutputError, match=r"cannot write .*checkpoints.*\.ckpt: no space left on the device"):
         main([*args, "--trainer.enable_progress_bar=false"])
     assert not list(tmp_path.rglob("*.ckpt"))
+
+
+def test_a_plugin_argument_refuses_a_class_outside_its_group(recflow_store, tmp_path, capsys):
+    args = ["fit", "-c", str(DIN), f"--data.root={recflow_store}", f"--trainer.default_root_dir={tmp_path}"]
+    # jsonargparse re-raises what the task's constructor raised as a ValueError holding its message
+    with pytest.raises((PluginError, ValueError), match=r"'torch\.nn\.MSELoss' is not a stcrank\.losses plugin"):
+        main([*args, "--model.init_args.loss=torch.nn.MSELoss"])
+    with pytest.raises(SystemExit):
+        main([*args, '--model.init_args.loss={"class_path": "torch.nn.MSELoss"}'])
+    err = capsys.readouterr().err
+    assert 'Parser key "loss"' in err and "torch.nn.MSELoss does not correspond to a subclass of Loss" in err
