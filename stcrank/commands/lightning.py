@@ -48,7 +48,7 @@ class StcrankCLI(LightningCLI):
 
     def _run_subcommand(self, subcommand: str) -> None:
         # A full disk while writing checkpoints, logs or predictions names the file (a torn checkpoint is removed).
-        with writing(None, where=self.trainer.log_dir or self.trainer.default_root_dir, remove_partial=True):
+        with writing(None, where=self.trainer.default_root_dir, remove_partial=True):
             super()._run_subcommand(subcommand)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:

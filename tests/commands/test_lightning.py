@@ -1,6 +1,8 @@
 import errno
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -49,3 +51,18 @@ def test_a_plugin_argument_refuses_a_class_outside_its_group(recflow_store, tmp_
         main([*args, '--model.init_args.loss={"class_path": "torch.nn.MSELoss"}'])
     err = capsys.readouterr().err
     assert 'Parser key "loss"' in err and "torch.nn.MSELoss does not correspond to a subclass of Loss" in err
+
+
+def test_fit_help_imports_nothing_it_does_not_need():
+    code = (
+        "import sys, contextlib, io; from stcrank.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    try: main(['fit', '--help'])\n"
+        "    except SystemExit: pass\n"
+        "heavy = ('optuna', 'scipy', 'pandas', 'pyarrow.compute', 'pyarrow.dataset', 'stcrank.simulation',\n"
+        "         'stcrank.tuning', 'stcrank.reports')\n"
+        "print(sorted({m for m in sys.modules for h in heavy if m == h or m.startswith(h + '.')}))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "[]"
