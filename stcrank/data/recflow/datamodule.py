@@ -34,8 +34,9 @@ DEFAULT_CHUNK_ROWS = 4_000_000
 def check_held_out_days(train_days: Sequence[str], test_day: str, val_day: str | None, test_day_given: bool) -> None:
     """Refuse overlapping days: a training day twice, the test or validation day among the training days.
 
-    A score on a day the model trained on means nothing, and choosing a model on the test day biases its score,
-    so a validation day that is the test day is refused too.
+    A score on a day the model trained on means nothing. A validation day that is the test day is allowed (a quick
+    way to watch the test metrics during training) but logged as a warning: choosing a model or an epoch on the
+    test day biases its test score.
 
     Raises:
         ConfigError: Naming the options and the day.
@@ -54,9 +55,11 @@ def check_held_out_days(train_days: Sequence[str], test_day: str, val_day: str |
             f"--data.train_days includes the validation day {val_day} (--data.val_day); leave it out of one of them"
         )
     if val_day is not None and val_day == test_day:
-        raise ConfigError(
-            f"--data.val_day is the test day {test_day} ({test_option}); choosing a model on its test day biases "
-            "the test score: validate on another day"
+        logger.warning(
+            "--data.val_day is the test day %s (%s): the validation metrics are test metrics, and choosing a model "
+            "or an epoch on them biases the test score",
+            test_day,
+            test_option,
         )
 
 
