@@ -178,7 +178,11 @@ class Reranker(ABC):
         """
 
     def __call__(self, value: Tensor, continue_prob: Tensor, k: int) -> Tensor:
-        """Validate the shapes and ``k``, then :meth:`rerank`."""
+        """Validate the shapes and ``k``, then :meth:`rerank` on detached inputs without autograd.
+
+        A re-ranker returns indices, which carry no gradient: inputs that require grad (scores straight from a
+        model) are accepted, and no graph is built.
+        """
         if value.shape != continue_prob.shape or value.dim() != 2:
             raise ValueError(
                 f"value and continue_prob must both be [R, n]; got {tuple(value.shape)} and "
@@ -186,4 +190,5 @@ class Reranker(ABC):
             )
         if not 1 <= k <= value.shape[1]:
             raise ValueError(f"k must be in [1, n={value.shape[1]}], got {k}")
-        return self.rerank(value, continue_prob, k)
+        with torch.no_grad():
+            return self.rerank(value.detach(), continue_prob.detach(), k)

@@ -123,7 +123,7 @@ def check_plugin(group: str, plugin: type | str, init_args: Mapping[str, Any] | 
     """
     full = registry.group_name(group)
     cls = registry.load(full, plugin) if isinstance(plugin, str) else plugin
-    base = registry.GROUPS[full]
+    base = registry.base_class(full)
     assert isinstance(cls, type) and issubclass(cls, base), f"{cls!r} is not a subclass of {base.__qualname__}"
     instance = cls(**dict(init_args or {}))
     CHECKS[full](instance, **inputs)

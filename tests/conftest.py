@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -12,13 +13,22 @@ from stcrank import registry
 
 
 @pytest.fixture
-def fake_distribution(tmp_path: Path) -> Iterator[Callable[[str, str], Path]]:
-    """Install throwaway distributions (dist-info only, plus optional modules) on ``sys.path``."""
-    root = tmp_path / "site"
-    root.mkdir()
-    sys.path.append(str(root))  # after site-packages: the installed plugins are found first
+def fake_distribution(tmp_path: Path) -> Iterator[Callable[..., Path]]:
+    """Install throwaway distributions (dist-info only, plus optional modules) on ``sys.path``.
 
-    def install(name: str, entry_points: str, modules: dict[str, str] | None = None) -> Path:
+    Each goes after site-packages by default (the installed plugins are found first), or before it with
+    ``first=True``, so that it is discovered before stcrank itself.
+    """
+    roots: list[str] = []
+
+    def install(name: str, entry_points: str, modules: dict[str, str] | None = None, first: bool = False) -> Path:
+        root = tmp_path / f"site-{len(roots)}"
+        root.mkdir()
+        roots.append(str(root))
+        if first:
+            sys.path.insert(0, str(root))
+        else:
+            sys.path.append(str(root))
         info = root / f"{name}-1.0.dist-info"
         info.mkdir()
         (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
@@ -29,10 +39,12 @@ def fake_distribution(tmp_path: Path) -> Iterator[Callable[[str, str], Path]]:
         return root
 
     yield install
-    sys.path.remove(str(root))
-    loaded_from_root = [name for name, mod in sys.modules.items() if str(root) in (getattr(mod, "__file__", "") or "")]
-    for module in loaded_from_root:
-        del sys.modules[module]
+    for root in roots:
+        sys.path.remove(root)
+        inside = root + os.sep
+        loaded = [name for name, mod in sys.modules.items() if (getattr(mod, "__file__", "") or "").startswith(inside)]
+        for module in loaded:
+            del sys.modules[module]
     registry.refresh()
 
 

@@ -19,5 +19,5 @@ def test_names_and_instances_resolve():
     assert isinstance(resolve_plugin("losses", "bce", "--model.loss"), BCELoss)
     loss = BCELoss()
     assert resolve_plugin("losses", loss, "--model.loss") is loss
-    with pytest.raises(PluginError, match=r"--model\.loss: expected a Loss"):
+    with pytest.raises(PluginError, match=r"^--model\.loss: builtins\.int is not a stcrank\.losses plugin"):
         resolve_plugin("losses", 3, "--model.loss")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -30,10 +31,12 @@ from lightning.pytorch.loggers import Logger
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from stcrank import registry
+from stcrank.commands.checkpoint_settings import merge_checkpoint_hparams
 from stcrank.commands.results import format_results
 from stcrank.commands.usage import RaisingParserMixin
 from stcrank.data.base import BaseDataModule
 from stcrank.errors import ConfigError
+from stcrank.io import writing
 from stcrank.tasks.base import BaseTask
 from stcrank.tasks.predictions import PredictionWriter
 
@@ -110,7 +113,30 @@ class StcrankCLI(LightningCLI):
     Any :class:`~stcrank.tasks.base.BaseTask` is a valid ``model`` and any
     :class:`~stcrank.data.base.BaseDataModule` a valid ``data``; the data module's ``feature_sizes`` are linked
     into the task when both are built. See the module docstring for what the commands add to LightningCLI.
+
+    Args:
+        only_subcommand: Build the parser of this subcommand only (``fit``...), as the command line knows which
+            one runs; each subcommand's parser costs a noticeable share of start-up. All of them when None.
     """
+
+    def __init__(self, *args: Any, only_subcommand: str | None = None, **kwargs: Any) -> None:
+        self.only_subcommand = only_subcommand
+        super().__init__(*args, **kwargs)
+
+    def subcommands(self) -> dict[str, set[str]]:  # type: ignore[override]
+        """Lightning's subcommands, or only :attr:`only_subcommand` when it is one of them."""
+        every = LightningCLI.subcommands()
+        return {self.only_subcommand: every[self.only_subcommand]} if self.only_subcommand in every else every
+
+    def _parse_ckpt_path(self) -> None:
+        # The checkpoint's hyper-parameters fill only what the command leaves out (stock LightningCLI lets them
+        # override what the user gave); see stcrank.commands.checkpoint_settings.
+        merge_checkpoint_hparams(self, self._args)
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        # A full disk while writing checkpoints, logs or predictions names the file (a torn checkpoint is removed).
+        with writing(None, where=self.run_folder, remove_partial=True):
+            super()._run_subcommand(subcommand)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         """Link the data module's ``feature_sizes`` into the task; add ``--experiment``."""
@@ -147,7 +173,11 @@ class StcrankCLI(LightningCLI):
         return parser
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
-        """Parse ``args`` (the console entry point passes its own list, without ``--debug``)."""
+        """Parse ``args`` (the console entry point passes its own list, without ``--debug``).
+
+        The arguments are kept for :meth:`_parse_ckpt_path`, which tells the settings a user gave from defaults.
+        """
+        self._args = args
         self.config = parser.parse_object(args) if isinstance(args, dict | Namespace) else parser.parse_args(args)
 
     @property
@@ -310,6 +340,7 @@ def main(argv: list[str] | None) -> StcrankCLI:
     """Run a Lightning command; ``argv`` starts with the command (``fit``...), None reads ``sys.argv``."""
     import_components()
     quiet_lightning()
+    command = (sys.argv[1:] if argv is None else argv)[:1]
     return StcrankCLI(
         BaseTask,
         BaseDataModule,
@@ -319,4 +350,5 @@ def main(argv: list[str] | None) -> StcrankCLI:
         parser_class=StcrankArgumentParser,
         seed_everything_default=0,
         save_config_kwargs={"overwrite": True},
+        only_subcommand=command[0] if command else None,
     )

@@ -9,6 +9,7 @@ report is a keyword-only function whose signature and docstring become its optio
 from __future__ import annotations
 
 import importlib
+import inspect
 import typing
 from collections.abc import Callable
 
@@ -16,6 +17,7 @@ from jsonargparse import CLI
 
 from stcrank.commands.usage import ArgumentParser, did_you_mean
 from stcrank.errors import UsageError
+from stcrank.io import writing
 
 REPORTS: dict[str, tuple[str, str]] = {
     "recflow": ("stcrank.reports.recflow:report_recflow", "the RecFlow paper's tables (Tables 2-7, 9-14)"),
@@ -69,4 +71,20 @@ def main(argv: list[str]) -> object:
         return None
     name = argv[0]
     function = _function(name)
-    return CLI({name: function}, args=_bare_flags(function, argv), prog="stcrank report", parser_class=ArgumentParser)
+    # A full disk names the file when the error carries it, else the report's folder (stcrank.io).
+    default_out = inspect.signature(function).parameters.get("out")
+    where = _option(argv, "--out") or (default_out.default if default_out is not None else None)
+    with writing(None, where=where):
+        return CLI(
+            {name: function}, args=_bare_flags(function, argv), prog="stcrank report", parser_class=ArgumentParser
+        )
+
+
+def _option(argv: list[str], option: str) -> str | None:
+    """The value of ``option`` in ``argv`` (``--out x`` or ``--out=x``), or None."""
+    for index, arg in enumerate(argv):
+        if arg == option and index + 1 < len(argv):
+            return argv[index + 1]
+        if arg.startswith(option + "="):
+            return arg.partition("=")[2]
+    return None

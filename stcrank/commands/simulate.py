@@ -29,6 +29,7 @@ from jsonargparse import CLI
 
 from stcrank.commands.usage import ArgumentParser
 from stcrank.errors import ConfigError, StcrankError
+from stcrank.io import atomic_path
 from stcrank.simulation.evaluation import Evaluation, evaluate_explore, evaluate_focus
 
 REPORTED: tuple[str, ...] = ("purchases", "ipv", "depth", "gmv", "return_prob", "expected_purchases", "expected_ipv")
@@ -158,8 +159,8 @@ def simulate(
     result["stage"] = stage
     result["seed"] = seed
     if out is not None:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(json.dumps(result, indent=2))
+        with atomic_path(out, "the simulation result") as temporary:  # whole or not at all; a full disk names it
+            temporary.write_text(json.dumps(result, indent=2))
     if format == "json":
         print(json.dumps(result, indent=2))
     else:

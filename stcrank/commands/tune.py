@@ -17,6 +17,7 @@ from jsonargparse import CLI
 
 from stcrank.commands.usage import ArgumentParser
 from stcrank.errors import ConfigError, StcrankError
+from stcrank.io import atomic_path
 from stcrank.tuning.objectives import Objective, build_ensemble, resolve_objective
 from stcrank.tuning.predictions import predicted_tasks
 from stcrank.tuning.report import choose_trial, ensemble_config, front, markdown_table, save_plot, trial_record
@@ -132,17 +133,22 @@ def tune(
 
 
 def _write_outputs(folder: Path, study: optuna.Study, table: str, result: dict[str, Any]) -> dict[str, str]:
-    folder.mkdir(parents=True, exist_ok=True)
+    # Each file is written whole or not at all, and a full disk names the file (--out).
     plot_name = "optimization_history.png" if len(result["objectives"]) == 1 else "pareto_front.png"
     files = {
         "table": str(folder / "table.md"),
         "yaml": str(folder / "ensemble.yaml"),
-        "plot": str(save_plot(study, folder / plot_name)),
+        "plot": str(folder / plot_name),
         "result": str(folder / "result.json"),
     }
-    Path(files["table"]).write_text(table + "\n")
-    Path(files["yaml"]).write_text(result["yaml"])
-    Path(files["result"]).write_text(json.dumps({**result, "files": files}, indent=2) + "\n")
+    with atomic_path(files["plot"], "the tuning plot") as temporary:
+        save_plot(study, temporary)
+    with atomic_path(files["table"], "the results table") as temporary:
+        temporary.write_text(table + "\n")
+    with atomic_path(files["yaml"], "the ensemble config") as temporary:
+        temporary.write_text(result["yaml"])
+    with atomic_path(files["result"], "the tuning result") as temporary:
+        temporary.write_text(json.dumps({**result, "files": files}, indent=2) + "\n")
     return files
 
 

@@ -180,7 +180,10 @@ def explain(message: str, parser: Any = None) -> tuple[str, str | None]:
         line = re.sub(r"^Problem with given class_path '[^']+':\s*", "", line)
         if line and not line.startswith(_NOISE):
             lines.append(_clean(line))
-    inner = lines[-1] if lines else " ".join(message.split())
+    # In a union's errors, "expected str" (the plugin-name alternative of a plugin option) hides the error that
+    # says what is wrong with the value given (a class outside the option's plugin group).
+    telling = [line for line in lines if not re.fullmatch(r"expected [\w.]+", line)] or lines
+    inner = telling[-1] if telling else " ".join(message.split())
     return (f"{option}: {inner}" if option else inner), None
 
 

@@ -25,7 +25,8 @@ Shared rules:
 * **Eligibility**: a request counts only if ``0 < #pos < #candidates`` (a request without positives or without
   negatives says nothing about ranking). Both families use the same rule, so they are computed on the same
   requests.
-* When no request counts, every metric is ``0``.
+* When no request counts, every metric is undefined and returned as NaN (never as a ``0`` that would read as
+  a model ranking every positive last).
 
 Inputs come in two layouts: flat (``preds``, ``target``, ``indexes`` of shape ``[N]``, like torchmetrics'
 retrieval metrics, ``indexes`` being the request id of each candidate) and padded (``[B, C]`` with one request
@@ -238,9 +239,10 @@ def ranking_sums_padded(preds: Tensor, target: Tensor, mask: Tensor, ks: Sequenc
 
 
 def _ratio(numerator: Tensor, denominator: Tensor) -> Tensor:
+    """``numerator / denominator``; NaN when the denominator is 0 (the metric is undefined)."""
     dtype = torch.get_default_dtype()
     if int(denominator) == 0:
-        return torch.zeros((), dtype=dtype, device=numerator.device)
+        return torch.full((), float("nan"), dtype=dtype, device=numerator.device)
     return (numerator / denominator).to(dtype)
 
 
@@ -257,7 +259,7 @@ def recflow_recall(preds: Tensor, target: Tensor, indexes: Tensor, k: int) -> Te
         k: Cut-off, a positive integer.
 
     Returns:
-        A scalar tensor in ``[0, 1]`` (``0`` when no request counts).
+        A scalar tensor in ``[0, 1]`` (NaN when no request counts).
     """
     sums = ranking_sums(preds, target, indexes, [k])
     return _ratio(sums.hits[0], sums.num_positives)
@@ -277,7 +279,7 @@ def recflow_ndcg(preds: Tensor, target: Tensor, indexes: Tensor, k: int) -> Tens
         k: Cut-off, a positive integer.
 
     Returns:
-        A scalar tensor in ``[0, 1]`` (``0`` when no request counts).
+        A scalar tensor in ``[0, 1]`` (NaN when no request counts).
     """
     sums = ranking_sums(preds, target, indexes, [k])
     return _ratio(sums.dcg[0], sums.num_positives)
@@ -419,7 +421,7 @@ def binary_log_loss(preds: Tensor, target: Tensor, eps: float | None = None) -> 
         eps: Clipping bound, see :func:`log_loss_sums`.
 
     Returns:
-        A scalar tensor (``0`` for empty input).
+        A scalar tensor (NaN for empty input: the mean of nothing is undefined).
     """
     total, count = log_loss_sums(preds, target, eps)
     return _ratio(total, count)

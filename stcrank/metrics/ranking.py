@@ -2,7 +2,8 @@
 
 Every metric here keeps additive sum states (``dist_reduce_fx="sum"``), so under DDP the synchronised result is
 exactly the metric of the union of all processes' data (no average of per-process averages). The definitions and
-tie rule are those of :mod:`stcrank.metrics.functional`.
+tie rule are those of :mod:`stcrank.metrics.functional`. A metric over nothing it can be defined on (no counted
+request, no positive, no exposure, a single class for AUC) is NaN, never ``0``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from torchmetrics import Metric, MetricCollection
 from torchmetrics.classification import BinaryAUROC
 from torchmetrics.utilities.data import dim_zero_cat
 
-from stcrank.metrics.functional import _check_ks, log_loss_sums, ranking_sums_padded
+from stcrank.metrics.functional import _binary_labels, _check_ks, log_loss_sums, ranking_sums_padded
 from stcrank.metrics.retrieval import retrieval_sums
 
 __all__ = [
@@ -32,9 +33,9 @@ __all__ = [
 
 
 def _safe_div(numerator: Tensor, denominator: Tensor) -> Tensor:
-    """``numerator / denominator`` as float32, ``0`` where the denominator is ``0``."""
+    """``numerator / denominator`` as float32, NaN where the denominator is ``0`` (the metric is undefined)."""
     denominator = denominator.double()
-    return torch.where(denominator > 0, numerator / denominator.clamp(min=1e-300), 0.0).float()
+    return torch.where(denominator > 0, numerator / denominator.clamp(min=1e-300), float("nan")).float()
 
 
 class _RankingSumsMetric(Metric):
@@ -115,7 +116,7 @@ class RecFlowRecall(_RankingSumsMetric):
         super().__init__([k])
 
     def compute(self) -> Tensor:
-        """Return the metric over everything seen (``0`` when no request counted)."""
+        """Return the metric over everything seen (NaN when no request counted)."""
         return _safe_div(self.hits, self.num_positives)[0]
 
 
@@ -130,7 +131,7 @@ class RecFlowNDCG(_RankingSumsMetric):
         super().__init__([k])
 
     def compute(self) -> Tensor:
-        """Return the metric over everything seen (``0`` when no request counted)."""
+        """Return the metric over everything seen (NaN when no request counted)."""
         return _safe_div(self.dcg, self.num_positives)[0]
 
 
@@ -145,7 +146,7 @@ class NormalizedNDCG(_RankingSumsMetric):
         super().__init__([k])
 
     def compute(self) -> Tensor:
-        """Return the metric over everything seen (``0`` when no request counted)."""
+        """Return the metric over everything seen (NaN when no request counted)."""
         return _safe_div(self.ndcg_sum, self.num_requests)[0]
 
 
@@ -160,7 +161,7 @@ class NormalizedRecall(_RankingSumsMetric):
         super().__init__([k])
 
     def compute(self) -> Tensor:
-        """Return the metric over everything seen (``0`` when no request counted)."""
+        """Return the metric over everything seen (NaN when no request counted)."""
         return _safe_div(self.recall_sum, self.num_requests)[0]
 
 
@@ -245,7 +246,7 @@ class BinaryLogLoss(Metric):
         self.count += count
 
     def compute(self) -> Tensor:
-        """Return the mean LogLoss over everything seen (``0`` when nothing was seen)."""
+        """Return the mean LogLoss over everything seen (NaN when nothing was seen)."""
         return _safe_div(self.loss_sum, self.count)
 
 
@@ -261,15 +262,25 @@ class BinaryAUC(BinaryAUROC):
         """Accumulate a batch of scores and 0/1 labels.
 
         Args:
-            preds: Probabilities or logits.
-            target: 0/1 labels of the same shape.
+            preds: Probabilities or logits, floating point.
+            target: 0/1 labels of the same shape (bool, integer or float); any other value is refused, as
+                ``BinaryAUROC`` would silently ignore or miscount it.
 
         Raises:
-            ValueError: When ``preds`` holds NaN.
+            ValueError: When the shapes differ, ``preds`` holds NaN, or ``target`` holds a value other than 0
+                and 1.
         """
+        if preds.shape != target.shape:
+            raise ValueError(
+                f"BinaryAUC: preds and target must have the same shape; got {tuple(preds.shape)}, {tuple(target.shape)}"
+            )
         if bool(torch.isnan(preds).any()):
             raise ValueError("BinaryAUC: preds contains NaN scores; expected finite probabilities or logits")
-        super().update(preds, target)
+        try:
+            labels = _binary_labels(target, None)
+        except ValueError as error:
+            raise ValueError(f"BinaryAUC: {error}") from error
+        super().update(preds, labels.long())
 
     def compute(self) -> Tensor:
         """The AUC over everything seen; NaN when the labels seen are all of one class or nothing was seen."""

@@ -198,10 +198,10 @@ def retrieval_recall(topk_indices: Tensor, positives: Tensor, positive_mask: Ten
         k: Cut-off.
 
     Returns:
-        A scalar tensor (``0`` when there is no positive).
+        A scalar tensor (NaN when there is no positive: the metric is undefined).
     """
     hits, _, count = retrieval_sums(topk_indices, positives, positive_mask, [k])
-    return (hits[0] / count).float() if int(count) else hits.new_zeros((), dtype=torch.float32)
+    return (hits[0] / count).float() if int(count) else hits.new_full((), float("nan"), dtype=torch.float32)
 
 
 def retrieval_ndcg(topk_indices: Tensor, positives: Tensor, positive_mask: Tensor, k: int) -> Tensor:
@@ -214,7 +214,7 @@ def retrieval_ndcg(topk_indices: Tensor, positives: Tensor, positive_mask: Tenso
         k: Cut-off.
 
     Returns:
-        A scalar tensor (``0`` when there is no positive).
+        A scalar tensor (NaN when there is no positive: the metric is undefined).
     """
     _, dcg, count = retrieval_sums(topk_indices, positives, positive_mask, [k])
-    return (dcg[0] / count).float() if int(count) else dcg.new_zeros((), dtype=torch.float32)
+    return (dcg[0] / count).float() if int(count) else dcg.new_full((), float("nan"), dtype=torch.float32)

@@ -7,6 +7,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from stcrank.checks import NETWORK, check_not_empty, check_positive
 from stcrank.models.aux_tower import AuxiliaryTwoTower
 from stcrank.models.base import RankingNetwork
 from stcrank.models.competing import CompetingAttention, refined_behaviours
@@ -96,6 +97,10 @@ class DIN(RankingNetwork):
         auxiliary_out: int = 32,
     ) -> None:
         super().__init__()
+        sizes = {"embedding_dim": embedding_dim, "attention_hidden": attention_hidden, "tower": tower}
+        check_positive("DIN", NETWORK, **sizes, candidate_chunk=candidate_chunk, competing_hidden=competing_hidden)
+        check_positive("DIN", NETWORK, auxiliary_hidden=auxiliary_hidden, auxiliary_out=auxiliary_out)
+        check_not_empty("DIN", NETWORK, tower=tower)
         self.embeddings = RecFlowEmbeddings(feature_sizes, embedding_dim)
         behaviour_width = len(SEQUENCE_FEATURES) * embedding_dim
         self.attention = TargetAttention(behaviour_width, attention_hidden)

@@ -7,6 +7,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from stcrank.checks import NETWORK, check_not_empty, check_positive
 from stcrank.models.base import RankingNetwork
 from stcrank.models.competing import CompetingAttention, refined_behaviours
 from stcrank.models.features import SEQUENCE_FEATURES, RecFlowEmbeddings
@@ -52,6 +53,9 @@ class DSSM(RankingNetwork):
         competing_empty: Literal["zero", "behaviour"] = "zero",
     ) -> None:
         super().__init__()
+        check_positive("DSSM", NETWORK, embedding_dim=embedding_dim, user_tower=user_tower, item_tower=item_tower)
+        check_positive("DSSM", NETWORK, competing_hidden=competing_hidden)
+        check_not_empty("DSSM", NETWORK, user_tower=user_tower, item_tower=item_tower)
         user_tower = list(user_tower or [128, 64, 32])
         item_tower = list(item_tower or [128, 64, 32])
         if user_tower[-1] != item_tower[-1]:

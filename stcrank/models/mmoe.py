@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from stcrank.checks import NETWORK, check_not_empty, check_positive
 from stcrank.models.mlp import mlp
 
 DEFAULT_CATEGORICAL: tuple[str, ...] = (
@@ -62,10 +63,12 @@ class MMoE(nn.Module):
     ) -> None:
         super().__init__()
         self.tasks = list(tasks or ["cvr", "vtr", "sdr"])
-        if not self.tasks or len(set(self.tasks)) != len(self.tasks):
+        if len(set(self.tasks)) != len(self.tasks):
             raise ValueError(f"MMoE needs distinct task names, got {self.tasks}")
-        if num_experts < 1 or embedding_dim < 1:
-            raise ValueError(f"need num_experts >= 1 and embedding_dim >= 1; got {num_experts}, {embedding_dim}")
+        sizes = {"embedding_dim": embedding_dim, "num_experts": num_experts}
+        check_positive("MMoE", NETWORK, **sizes, expert_hidden=expert_hidden, tower_hidden=tower_hidden)
+        check_positive("MMoE", NETWORK, **{f"counts.{name}": cap for name, cap in (counts or {}).items()})
+        check_not_empty("MMoE", NETWORK, tasks=tasks, expert_hidden=expert_hidden, tower_hidden=tower_hidden)
         expert_hidden = list(expert_hidden or [256, 128])
         tower_hidden = list(tower_hidden or [64])
         names = list(categorical) if categorical is not None else list(DEFAULT_CATEGORICAL)

@@ -15,6 +15,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from stcrank.checks import NETWORK, check_non_negative, check_positive
+
 
 class CausalSelfAttention(nn.Module):
     """Multi-head self-attention with a causal mask and a key-padding mask; queries come from ``LN(x)``.
@@ -117,8 +119,9 @@ class SASRec(nn.Module):
         super().__init__()
         if "video_id" not in feature_sizes:
             raise ValueError(f"SASRec needs feature_sizes['video_id']; got keys {sorted(feature_sizes)}")
-        if embedding_dim < 1 or max_len < 1 or num_blocks < 1 or num_heads < 1:
-            raise ValueError("embedding_dim, max_len, num_blocks and num_heads must all be >= 1")
+        sizes = {"embedding_dim": embedding_dim, "max_len": max_len, "num_blocks": num_blocks, "num_heads": num_heads}
+        check_positive("SASRec", NETWORK, **sizes)
+        check_non_negative("SASRec", NETWORK, dropout=dropout)
         self.embedding_dim = embedding_dim
         self.max_len = max_len
         self.item_embedding = nn.Embedding(int(feature_sizes["video_id"]), embedding_dim, padding_idx=0)

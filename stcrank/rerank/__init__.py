@@ -29,7 +29,14 @@ from stcrank.rerank.prefix_scorers import (
     resolve_prefix_scorer,
 )
 from stcrank.rerank.sequence import continue_products, sequence_value
-from stcrank.rerank.validation import check_batch, check_context, check_order, check_scores
+from stcrank.rerank.validation import (
+    check_batch,
+    check_context,
+    check_continue_prob,
+    check_order,
+    check_scores,
+    check_values,
+)
 
 __all__ = [
     "PREFIX_SCORERS",
@@ -42,8 +49,10 @@ __all__ = [
     "brute_force_rerank",
     "check_batch",
     "check_context",
+    "check_continue_prob",
     "check_order",
     "check_scores",
+    "check_values",
     "compact_mask",
     "continue_products",
     "hit_rate_at_k",

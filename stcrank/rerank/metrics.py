@@ -82,8 +82,8 @@ class RerankMetrics(Metric):
         self.num_requests += value.shape[0]
 
     def compute(self) -> dict[str, Tensor]:
-        """The metrics by name (see the class docstring); all 0 before any request."""
-        count = self.num_requests.clamp(min=1).double()
+        """The metrics by name (see the class docstring); all NaN before any request (a mean of nothing)."""
+        count = self.num_requests.double().where(self.num_requests > 0, float("nan"))
         means = self.value_sum / count
         out: dict[str, Tensor] = {}
         reference = means[self.rerankers.index(self.reference)] if self.reference is not None else None

@@ -39,8 +39,65 @@ def check_batch(value: Tensor, continue_prob: Tensor, k: int) -> None:
         raise ValueError(f"k must be in [1, n={value.shape[1]}], got {k}")
 
 
+def check_values(value: Tensor) -> None:
+    """Check that candidate values are finite and small enough that no list value overflows.
+
+    Args:
+        value: Value of each candidate, floating ``[R, n]``; magnitude at most the dtype's maximum divided by ``n``.
+
+    Raises:
+        TypeError: If ``value`` is not floating point.
+        ValueError: If it holds NaN, an infinity, or a magnitude above that bound.
+    """
+    if not value.is_floating_point():
+        raise TypeError(f"value must be a floating-point tensor, got dtype {value.dtype}")
+    value = value.detach()
+    if value.numel() == 0:
+        return
+    # Fast path: two reductions (min/max propagate NaN); the element-wise diagnosis runs only on failure.
+    low, high = torch.aminmax(value)
+    if not (bool(torch.isfinite(low)) and bool(torch.isfinite(high))):
+        nan = torch.isnan(value)
+        if nan.any():
+            raise ValueError(f"value contains NaN at {_first_position(nan)}")
+        raise ValueError(f"value must be finite; found an infinity at {_first_position(torch.isinf(value))}")
+    # A list value sums up to n candidate values: bound them so that no sum overflows to inf (and 0 * inf to NaN).
+    limit = torch.finfo(value.dtype).max / value.shape[-1]
+    largest = max(-float(low), float(high))
+    if largest > limit:
+        raise ValueError(
+            f"value holds {largest:.3g} in magnitude; expected at most {limit:.3g} (the {value.dtype} maximum over "
+            f"n={value.shape[-1]} candidates), so that list values cannot overflow"
+        )
+
+
+def check_continue_prob(continue_prob: Tensor) -> None:
+    """Check that continuation probabilities are floating point and lie in ``[0, 1]``.
+
+    Raises:
+        TypeError: If ``continue_prob`` is not floating point.
+        ValueError: If it holds NaN or a value outside ``[0, 1]`` (naming the first one).
+    """
+    if not continue_prob.is_floating_point():
+        raise TypeError(f"continue_prob must be a floating-point tensor, got dtype {continue_prob.dtype}")
+    continue_prob = continue_prob.detach()
+    if continue_prob.numel() == 0:
+        return
+    low, high = torch.aminmax(continue_prob)
+    if not (bool(low >= 0) and bool(high <= 1)):
+        nan = torch.isnan(continue_prob)
+        if nan.any():
+            raise ValueError(f"continue_prob contains NaN at {_first_position(nan)}")
+        outside = (continue_prob < 0) | (continue_prob > 1)
+        found = float(continue_prob[outside][0])
+        raise ValueError(f"continue_prob must lie in [0, 1]; found {found} at {_first_position(outside)}")
+
+
 def check_scores(value: Tensor, continue_prob: Tensor) -> tuple[Tensor, Tensor]:
-    """Check the candidate scores of a batch and bring them to one floating dtype.
+    """Check the candidate scores of a batch and bring them to one floating dtype, detached from autograd.
+
+    Re-rankers return indices, which carry no gradient, so they work on detached scores: inputs that require
+    grad are accepted and left untouched.
 
     Args:
         value: Value of each candidate, shape ``[R, n]``; must be finite, of magnitude at most the dtype's maximum
@@ -48,7 +105,7 @@ def check_scores(value: Tensor, continue_prob: Tensor) -> tuple[Tensor, Tensor]:
         continue_prob: Probability that the user continues after each candidate, ``[R, n]``, in ``[0, 1]``.
 
     Returns:
-        ``(value, continue_prob)`` in their common floating dtype (at least float32).
+        ``(value, continue_prob)`` detached, in their common floating dtype (at least float32).
 
     Raises:
         TypeError: If either tensor is not floating point.
@@ -60,36 +117,15 @@ def check_scores(value: Tensor, continue_prob: Tensor) -> tuple[Tensor, Tensor]:
         if not tensor.is_floating_point():
             raise TypeError(f"{name} must be a floating-point tensor, got dtype {tensor.dtype}")
     dtype = torch.promote_types(torch.promote_types(value.dtype, continue_prob.dtype), torch.float32)
-    value, continue_prob = value.to(dtype), continue_prob.to(dtype)
-    if value.numel() == 0:
-        return value, continue_prob
-    # Fast path: two reductions (min/max propagate NaN); the element-wise diagnosis runs only on failure.
-    low, high = torch.aminmax(value)
-    if not (bool(torch.isfinite(low)) and bool(torch.isfinite(high))):
-        nan = torch.isnan(value)
-        if nan.any():
-            raise ValueError(f"value contains NaN at {_first_position(nan)}")
-        raise ValueError(f"value must be finite; found an infinity at {_first_position(torch.isinf(value))}")
-    # A list value sums up to n candidate values: bound them so that no sum overflows to inf (and 0 * inf to NaN).
-    limit = torch.finfo(dtype).max / value.shape[1]
-    largest = max(-float(low), float(high))
-    if largest > limit:
-        raise ValueError(
-            f"value holds {largest:.3g} in magnitude; expected at most {limit:.3g} (the {dtype} maximum over "
-            f"n={value.shape[1]} candidates), so that list values cannot overflow"
-        )
-    low, high = torch.aminmax(continue_prob)
-    if not (bool(low >= 0) and bool(high <= 1)):
-        nan = torch.isnan(continue_prob)
-        if nan.any():
-            raise ValueError(f"continue_prob contains NaN at {_first_position(nan)}")
-        outside = (continue_prob < 0) | (continue_prob > 1)
-        found = float(continue_prob[outside][0])
-        raise ValueError(f"continue_prob must lie in [0, 1]; found {found} at {_first_position(outside)}")
+    value, continue_prob = value.detach().to(dtype), continue_prob.detach().to(dtype)
+    check_values(value)
+    check_continue_prob(continue_prob)
     return value, continue_prob
 
 
-def check_order(order: Tensor, num_requests: int, num_candidates: int, name: str = "order") -> None:
+def check_order(
+    order: Tensor, num_requests: int, num_candidates: int, name: str = "order", *, distinct: bool = True
+) -> None:
     """Check a batch of candidate lists.
 
     Args:
@@ -97,10 +133,13 @@ def check_order(order: Tensor, num_requests: int, num_candidates: int, name: str
         num_requests: Expected ``R``.
         num_candidates: Number of candidates ``n`` the indices point into.
         name: Argument name used in error messages.
+        distinct: Require every list to show each candidate at most once (a list that repeats an item is no
+            list the feed can show, and its value is meaningless).
 
     Raises:
         TypeError: If ``order`` is not an integer tensor.
-        ValueError: If its shape is wrong or an index falls outside ``[0, n)``.
+        ValueError: If its shape is wrong, an index falls outside ``[0, n)``, or (``distinct``) a list repeats a
+            candidate.
     """
     if order.is_floating_point() or order.is_complex() or order.dtype == torch.bool:
         raise TypeError(f"{name} must be an integer tensor of candidate indices, got dtype {order.dtype}")
@@ -110,6 +149,15 @@ def check_order(order: Tensor, num_requests: int, num_candidates: int, name: str
         raise ValueError(
             f"{name} holds indices outside [0, {num_candidates}): min {int(order.min())}, max {int(order.max())}"
         )
+    if distinct and order.shape[1] > 1:
+        ranked = order.sort(dim=1).values
+        repeated = ranked[:, 1:] == ranked[:, :-1]
+        if bool(repeated.any()):
+            request, position = (int(i) for i in repeated.nonzero()[0])
+            raise ValueError(
+                f"{name} repeats candidate {int(ranked[request, position])} in request {request}; a list shows "
+                "each candidate at most once"
+            )
 
 
 def check_context(

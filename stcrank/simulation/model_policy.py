@@ -9,7 +9,6 @@ plain mapping (a YAML entry of ``stcrank simulate``) into the policy.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -148,9 +147,9 @@ def build_ensemble(spec: Ensemble | Mapping[str, Any] | str) -> Ensemble | Weigh
         return registry.resolve("ensembles", spec)
     spec = dict(spec)
     if "class_path" in spec:
-        module, _, name = str(spec["class_path"]).rpartition(".")
-        cls = getattr(importlib.import_module(module), name)
-        return registry.resolve("ensembles", cls(**dict(spec.get("init_args") or {})))
+        # Loaded through the registry: a class that is no ensemble plugin is refused before it is built.
+        cls = registry.load("ensembles", str(spec["class_path"]))
+        return cls(**dict(spec.get("init_args") or {}))
     if "name" in spec:
         return registry.build(
             "ensembles", spec["name"], **dict(spec.get("init_args", {"weights": spec.get("weights")}))

@@ -118,6 +118,39 @@ class BaseTask(LightningModule):
             self.on_fit_start()
         torch.manual_seed(step_seed(self._base_seed, self.global_rank, self.current_epoch, batch_idx))
 
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Refuse, naming the weights, a checkpoint whose weights do not fit the network this config builds.
+
+        Lightning would fail inside ``load_state_dict`` with a long list of tensor names; the settings that shape
+        the network (``--model.init_args.network.init_args...``) are not saved among the checkpoint's
+        hyper-parameters, so they must be given as they were at training.
+
+        Raises:
+            ConfigError: If weights are missing, unexpected or of another shape.
+        """
+        saved = checkpoint.get("state_dict")
+        if saved is None:
+            return
+        mine = self.state_dict()
+        problems = [
+            f"{name} is {list(saved[name].shape)} in the checkpoint but {list(tensor.shape)} here"
+            for name, tensor in mine.items()
+            if name in saved and hasattr(saved[name], "shape") and saved[name].shape != tensor.shape
+        ]
+        missing, unexpected = sorted(mine.keys() - saved.keys()), sorted(saved.keys() - mine.keys())
+        if missing:
+            problems.append(f"the checkpoint lacks {len(missing)} weights of this network (e.g. {missing[0]})")
+        if unexpected:
+            problems.append(f"it holds {len(unexpected)} weights this network lacks (e.g. {unexpected[0]})")
+        if problems:
+            more = f"; and {len(problems) - 3} more" if len(problems) > 3 else ""
+            raise ConfigError(
+                "the checkpoint's weights do not fit the network this config builds: "
+                f"{'; '.join(problems[:3])}{more}. Give the network settings "
+                "it was trained with (--model.init_args.network.init_args...) and a store with the same vocabulary "
+                "sizes (--data.root)"
+            )
+
 
 def require_feature_sizes(task: str, feature_sizes: dict[str, int] | None) -> dict[str, int]:
     """Check that the command line linked the data module's ``feature_sizes`` into the task."""

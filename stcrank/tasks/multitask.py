@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from torchmetrics.classification import BinaryAUROC
 
+from stcrank.checks import TASK, check_non_negative, check_positive
 from stcrank.errors import ConfigError
 from stcrank.metrics.ranking import BinaryAUC
 from stcrank.tasks.base import BaseTask, require_feature_sizes
@@ -89,6 +90,9 @@ class MultiTaskRankingTask(BaseTask):
     ) -> None:
         super().__init__()
         feature_sizes = require_feature_sizes(type(self).__name__, feature_sizes)
+        check_positive("MultiTaskRankingTask", TASK, lr=lr)
+        weights = {f"loss_weights.{task}": weight for task, weight in (loss_weights or {}).items()}
+        check_non_negative("MultiTaskRankingTask", TASK, **weights)
         self.save_hyperparameters(ignore=["network", "optimizer"])
         self.network = network(feature_sizes)
         self.tasks: list[str] = list(self.network.tasks)

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import BinaryAUROC
 
+from stcrank.checks import TASK, check_not_empty, check_positive
 from stcrank.errors import ConfigError
 from stcrank.metrics.ranking import BinaryAUC, BinaryLogLoss, StageCandidateMetrics
 from stcrank.models.base import RankingNetwork
@@ -86,6 +87,8 @@ class RankingTask(BaseTask):
     ) -> None:
         super().__init__()
         feature_sizes = require_feature_sizes("RankingTask", feature_sizes)
+        check_positive("RankingTask", TASK, lr=lr, ks=ks)
+        check_not_empty("RankingTask", TASK, ks=ks)
         self.save_hyperparameters(ignore=["network", "loss", "optimizer"])
         self.network = network(feature_sizes)
         self.loss = resolve_plugin("losses", loss, "--model.loss")

@@ -9,6 +9,7 @@ import torch
 from lightning.pytorch.cli import OptimizerCallable
 from torch import Tensor, nn
 
+from stcrank.checks import TASK, check_not_empty, check_positive
 from stcrank.errors import ConfigError
 from stcrank.metrics.ranking import CorpusRetrievalMetrics
 from stcrank.metrics.retrieval import topk_over_corpus
@@ -81,6 +82,8 @@ class RetrievalTask(BaseTask):
         feature_sizes = require_feature_sizes("RetrievalTask", feature_sizes)
         if target not in ("label", "priority"):
             raise ConfigError(f"--model.target {target}: choose label or priority")
+        check_positive("RetrievalTask", TASK, lr=lr, ks=ks, chunk_size=chunk_size)
+        check_not_empty("RetrievalTask", TASK, ks=ks)
         self.save_hyperparameters(ignore=["network", "loss", "optimizer"])
         self.network = network(feature_sizes)
         for method in ("user_vector", "item_vectors"):

@@ -18,7 +18,6 @@ are carried along for objectives that need them (a per-request metric, a simulat
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +29,7 @@ import torch
 from torch import Tensor
 
 from stcrank.errors import StcrankError
+from stcrank.io import atomic_path
 
 __all__ = [
     "ID_COLUMNS",
@@ -264,6 +264,7 @@ def write_predictions(
     Raises:
         PredictionsFileError: If the three mappings name different tasks, a tensor is not 1-D or has another
             length, a mask is not bool, a prediction is not finite, or a label is NaN or not 0/1.
+        stcrank.io.OutputError: If the file cannot be written (a full disk...); nothing is left behind.
     """
     path = Path(path)
     source = str(path)
@@ -294,15 +295,8 @@ def write_predictions(
         _check_type(source, name, table.schema.field(name).type)
     _check_values(source, tasks, columns)
     table = table.replace_schema_metadata({FORMAT_KEY: FORMAT_VERSION})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(handle)
-    try:
+    with atomic_path(path, "the predictions file") as temporary:
         pq.write_table(table, temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
     return path
 
 

@@ -30,12 +30,12 @@ import numpy as np
 import optuna
 import torch
 from optuna.samplers import BaseSampler, NSGAIISampler, TPESampler
-from optuna.storages import BaseStorage, JournalStorage, RDBStorage
-from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
+from optuna.storages import BaseStorage, RDBStorage
 from optuna.study import MaxTrialsCallback
 from optuna.trial import FrozenTrial, Trial, TrialState
 
 from stcrank.errors import StcrankError
+from stcrank.tuning.journal import open_journal, storage_errors
 from stcrank.tuning.objectives import Objective, TuningContext, check_objective
 from stcrank.tuning.predictions import read_predictions
 
@@ -120,10 +120,8 @@ def open_storage(storage: str | None) -> BaseStorage | None:
 
     Args:
         storage: None for memory; an RDB URL (contains ``://``, e.g. ``sqlite:///study.db``); else the path of a
-            journal file, created with its parent folders if missing. Journal files are locked with
-            :class:`optuna.storages.journal.JournalFileOpenLock` (an ``O_EXCL`` lock file, which works for
-            processes on one machine and on NFSv3+, and needs no symlink rights), so several processes can share
-            one study. A lock left behind by a killed process is broken after optuna's 30 s grace period.
+            journal file, created with its parent folders if missing and opened with
+            :func:`stcrank.tuning.journal.open_journal` (shared by several processes, safe on a full disk).
 
     Returns:
         The storage, or None for an in-memory study.
@@ -131,12 +129,11 @@ def open_storage(storage: str | None) -> BaseStorage | None:
     if storage is None:
         return None
     if "://" in storage:
-        return RDBStorage(storage)
-    path = Path(storage)
-    if path.is_dir():
+        with storage_errors(storage):
+            return RDBStorage(storage)
+    if Path(storage).is_dir():
         raise ValueError(f"--storage {storage!r} is a folder; expected a journal file path or an RDB URL")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return JournalStorage(JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path))))
+    return open_journal(storage)
 
 
 def make_sampler(sampler: SamplerName, seed: int) -> BaseSampler:
@@ -320,7 +317,8 @@ def _run_one(spec: TuneSpec, worker: int, storage: BaseStorage | None) -> tuple[
 
 def _worker_main(spec: TuneSpec, worker: int, results: Any) -> None:
     optuna.logging.set_verbosity(spec.verbosity)
-    _, ran = _run_one(spec, worker, open_storage(spec.storage))
+    with storage_errors(spec.storage):
+        _, ran = _run_one(spec, worker, open_storage(spec.storage))
     results.put((worker, ran))
 
 
@@ -355,6 +353,9 @@ def run(spec: TuneSpec, workers: int = 1) -> RunResult:
     Raises:
         ValueError: If ``workers < 1``, or ``workers > 1`` with an in-memory study.
         RuntimeError: If a spawned worker failed.
+        stcrank.io.OutputError: If the storage cannot take the study's writes (a full disk); run again once
+            there is space: the study resumes.
+        stcrank.tuning.journal.JournalError: If the journal holds a damaged line.
     """
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
@@ -366,9 +367,10 @@ def run(spec: TuneSpec, workers: int = 1) -> RunResult:
     children = [context.Process(target=_worker_main, args=(spec, index, results)) for index in range(1, workers)]
     for child in children:
         child.start()
-    storage = open_storage(spec.storage)
     try:
-        study, ran_here = _run_one(spec, 0, storage)
+        with storage_errors(spec.storage):
+            storage = open_storage(spec.storage)
+            study, ran_here = _run_one(spec, 0, storage)
     except BaseException:
         for child in children:
             child.terminate()
@@ -385,7 +387,8 @@ def run(spec: TuneSpec, workers: int = 1) -> RunResult:
         worker, count = results.get(timeout=60)
         ran[worker] = count
     if storage is not None:
-        study = optuna.load_study(study_name=spec.study_name, storage=storage)
+        with storage_errors(spec.storage):
+            study = optuna.load_study(study_name=spec.study_name, storage=storage)
     return RunResult(study=study, objective=spec.objective, ran=ran)
 
 

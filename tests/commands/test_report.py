@@ -5,6 +5,7 @@ import pytest
 from stcrank.cli import main
 from stcrank.commands import report
 from stcrank.errors import UsageError
+from stcrank.io import OutputError
 
 
 def test_report_lists_its_reports(capsys):
@@ -78,3 +79,19 @@ def test_boolean_options_may_stand_alone():
         "false",
     ]
     assert report._bare_flags(fake, ["recflow", "--run"]) == ["recflow", "--run=true"]
+
+
+@pytest.mark.parametrize("given", [["--out", "elsewhere"], ["--out=elsewhere"], []], ids=["out", "out=", "default"])
+def test_a_full_disk_names_the_report_folder(monkeypatch, tmp_path, given):
+    (tmp_path / "full_disk_report.py").write_text(
+        "import errno, os\n\n"
+        "def report_stcrank(*, out: str = 'runs/reports/x') -> None:\n"
+        '    """Fake report that fills the disk."""\n'
+        "    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(report.REPORTS, "stcrank", ("full_disk_report:report_stcrank", "x"))
+    folder = "elsewhere" if given else "runs/reports/x"
+    with pytest.raises(OutputError, match=f"cannot write under {folder}: no space left on the device"):
+        main(["report", "stcrank", *given])
+    sys.modules.pop("full_disk_report", None)

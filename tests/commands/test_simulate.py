@@ -1,8 +1,12 @@
+import errno
 import json
+import os
+from pathlib import Path
 
 import pytest
 
 from stcrank.commands.simulate import load_policy_specs, simulate
+from stcrank.io import OutputError
 
 POLICIES = """
 - name: cvr
@@ -42,3 +46,17 @@ def test_bad_policy_lists_are_reported(tmp_path):
         load_policy_specs([{"name": "a"}, {"name": "a"}])
     with pytest.raises(ValueError, match="not found"):
         load_policy_specs(str(tmp_path / "missing.yaml"))
+
+
+def test_a_full_disk_names_the_result_file_and_leaves_none_half_written(eshop_store, tmp_path, monkeypatch):
+    real_write_text = Path.write_text
+
+    def write_text(self, data, *args, **kwargs):
+        real_write_text(self, data[:5], *args, **kwargs)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(Path, "write_text", write_text)
+    out = tmp_path / "r.json"
+    with pytest.raises(OutputError, match=r"cannot write the simulation result .*r\.json: no space left"):
+        simulate(data=str(eshop_store), policies=POLICIES, sessions=20, out=str(out))
+    assert list(tmp_path.iterdir()) == []

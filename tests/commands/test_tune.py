@@ -1,3 +1,4 @@
+import errno
 import json
 import os
 import re
@@ -6,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+from pathlib import Path
 
 import optuna
 import pytest
@@ -15,6 +17,7 @@ from optuna.trial import TrialState
 from stcrank.cli import console_main, main
 from stcrank.commands.tune import main as tune_main
 from stcrank.commands.tune import tune
+from stcrank.io import OutputError
 from stcrank.tuning.predictions import synthetic_predictions
 from stcrank.tuning.study import open_storage
 
@@ -212,3 +215,56 @@ def test_two_command_line_workers_share_one_study(predictions, objective_module)
     ran = [json.loads(out)["ran"] for out, _ in outputs]
     finished, _ = _complete(storage, "w")
     assert all(count > 0 for count in ran) and sum(ran) == len(finished) and 16 <= len(finished) <= 17
+
+
+def _disk_fills_after(monkeypatch, writes: int) -> None:
+    """Make every ``os.fsync`` after the first ``writes`` fail as on a full disk (the bytes never got stored)."""
+    real, calls = os.fsync, []
+
+    def fsync(descriptor):
+        calls.append(descriptor)
+        if len(calls) > writes:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(descriptor)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+
+
+def test_a_full_disk_names_the_journal_and_a_rerun_resumes(predictions, tmp_path, monkeypatch):
+    storage = tmp_path / "study.log"
+    argv = ["tune", "--predictions", predictions, "--tasks", "[vtr,cvr,sdr]", "--n-trials", "15"]
+    argv += ["--storage", str(storage), "--format", "json"]
+    _disk_fills_after(monkeypatch, 40)  # in the middle of the trials
+    with pytest.raises(OutputError) as error:
+        main(argv)
+    message = str(error.value)
+    assert f"cannot write the tuning journal {storage}: no space left on the device" in message, message
+    assert "run the same command again" in message
+    monkeypatch.undo()
+    assert storage.read_bytes().endswith(b"\n")  # no torn record left behind
+    main(argv)  # after freeing space, the same command resumes the study
+    complete, _ = _complete(str(storage), "stcrank-tune")
+    assert len(complete) == 15
+
+
+def test_a_full_disk_at_the_first_write_names_the_journal(predictions, tmp_path, monkeypatch):
+    _disk_fills_after(monkeypatch, 0)
+    storage = tmp_path / "study.log"
+    with pytest.raises(OutputError, match=r"cannot write the tuning journal .*study\.log: no space left"):
+        main(["tune", "--predictions", predictions, "--n-trials", "3", "--storage", str(storage)])
+
+
+def test_a_full_disk_for_the_outputs_names_the_file_and_leaves_none_half_written(predictions, tmp_path, monkeypatch):
+    real_write_text = Path.write_text
+
+    def write_text(self, data, *args, **kwargs):
+        if self.suffix == ".json":
+            real_write_text(self, data[:10], *args, **kwargs)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_write_text(self, data, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", write_text)
+    out = tmp_path / "out"
+    with pytest.raises(OutputError, match=r"cannot write the tuning result .*result\.json: no space left"):
+        main(["tune", "--predictions", predictions, "--n-trials", "3", "--out", str(out)])
+    assert not list(out.glob("*.json")) and not list(out.glob(".*"))

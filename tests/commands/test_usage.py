@@ -29,6 +29,19 @@ def test_a_wrong_value_keeps_the_useful_line():
     assert explain(message)[0] == "--data.batch_size: expected int, got ten"
 
 
+def test_a_class_outside_a_plugin_group_is_named_not_the_name_alternative():
+    message = (
+        'Parser key "model":\n  Does not validate against any of the Union subtypes\n  Errors:\n'
+        "    - Problem with given class_path 'stcrank.tasks.RankingTask':\n"
+        '        Parser key "loss":\n          Does not validate against any of the Union subtypes\n'
+        "          Subtypes: [<class 'stcrank.plugins.Loss'>, <class 'str'>]\n          Errors:\n"
+        "            - Import path torch.nn.MSELoss does not correspond to a subclass of Loss\n"
+        "            - Expected a <class 'str'>\n          Given value type: <class 'dict'>\n"
+        "    - Expected a <class 'NoneType'>\n"
+    )
+    assert explain(message)[0] == "--model.loss: Import path torch.nn.MSELoss does not correspond to a subclass of Loss"
+
+
 @pytest.mark.parametrize(
     ("message", "expected"),
     [

@@ -157,14 +157,14 @@ def test_constant_scores_rank_every_positive_last():
     assert recflow_recall_padded(preds, target, mask, 4).item() == pytest.approx(1 / 3)
 
 
-def test_no_counted_request_gives_zero():
+def test_no_counted_request_gives_nan():
     preds = torch.tensor([0.3, 0.2, 0.9])
     target = torch.tensor([1, 1, 0])
     indexes = torch.tensor([0, 0, 1])
     for fn in (recflow_recall, recflow_ndcg, normalized_ndcg, normalized_recall):
-        assert fn(preds, target, indexes, 5).item() == 0.0
+        assert math.isnan(fn(preds, target, indexes, 5).item())
     empty = torch.zeros(0)
-    assert recflow_recall(empty, empty, empty.long(), 5).item() == 0.0
+    assert math.isnan(recflow_recall(empty, empty, empty.long(), 5).item())
 
 
 def _reference_recflow(preds: np.ndarray, target: np.ndarray, indexes: np.ndarray, k: int) -> tuple[float, float]:

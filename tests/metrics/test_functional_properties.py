@@ -85,7 +85,7 @@ def reference(preds, target, indexes, k):
         ndcg_sum += sum(gains) / ideal
         recall_sum += len(gains) / num_pos
     if not requests:
-        return 0.0, 0.0, 0.0, 0.0
+        return (math.nan,) * 4  # undefined: no request counts
     return hits / positives, dcg / positives, ndcg_sum / requests, recall_sum / requests
 
 
@@ -114,8 +114,8 @@ def test_flat_metrics_match_the_brute_force_reference(data, k):
     expected = reference(preds, target, indexes, k)
     for metric, value in zip(FLAT, expected, strict=True):
         got = metric(preds, target, indexes, k)
-        assert torch.isfinite(got), metric.__name__
-        assert got.item() == pytest.approx(value, abs=1e-6), metric.__name__
+        assert torch.isfinite(got) == math.isfinite(value), metric.__name__  # NaN exactly when undefined
+        assert got.item() == pytest.approx(value, abs=1e-6, nan_ok=True), metric.__name__
 
 
 def assert_same_sums(left, right):
@@ -133,7 +133,8 @@ def test_padded_metrics_equal_flat_metrics_whatever_the_padding(data, k):
     assert_same_sums(ranking_sums_padded(*to_padded(preds, target, indexes, pad_score=INF), [k, 3]), flat)
     p, t, m = to_padded(preds, target, indexes)
     for flat_metric, padded_metric in zip(FLAT, PADDED, strict=True):
-        assert padded_metric(p, t, m, k).item() == pytest.approx(flat_metric(preds, target, indexes, k).item())
+        expected = flat_metric(preds, target, indexes, k).item()
+        assert padded_metric(p, t, m, k).item() == pytest.approx(expected, nan_ok=True)
 
 
 @PROPS
@@ -219,16 +220,21 @@ def test_sums_of_split_batches_add_up_to_the_union(data, cut, k):
         assert torch.allclose(getattr(whole, field).double(), total.double()), field
 
 
-def test_empty_input_gives_zero_not_nan():
+def test_no_counted_request_gives_nan_not_zero():
+    # A 0 would read as a model that ranks every positive last; the metric of nothing is undefined.
     empty = torch.zeros(0)
     for metric in FLAT:
-        value = metric(empty, empty.long(), empty.long(), 5)
-        assert value.item() == 0.0
+        assert math.isnan(metric(empty, empty.long(), empty.long(), 5).item()), metric.__name__
+    only_positives = (torch.tensor([0.3, 0.2]), torch.tensor([1, 1]), torch.tensor([0, 0]))
+    for metric in FLAT:
+        assert math.isnan(metric(*only_positives, 5).item()), metric.__name__
     no_rows = torch.zeros(0, 0)
     for metric in PADDED:
-        assert metric(no_rows, no_rows.long(), no_rows.bool(), 5).item() == 0.0
+        assert math.isnan(metric(no_rows, no_rows.long(), no_rows.bool(), 5).item()), metric.__name__
     # Rows that are entirely padding count as nothing.
-    assert recflow_recall_padded(torch.zeros(3, 4), torch.ones(3, 4), torch.zeros(3, 4, dtype=torch.bool), 2) == 0
+    padding_only = (torch.zeros(3, 4), torch.ones(3, 4), torch.zeros(3, 4, dtype=torch.bool))
+    assert math.isnan(recflow_recall_padded(*padding_only, 2).item())
+    assert math.isnan(binary_log_loss(empty, empty.long()).item())
 
 
 @PROPS
@@ -288,10 +294,10 @@ def test_log_loss_matches_a_clipped_float64_reference(rows, eps):
     clip = float(torch.finfo(torch.float32).eps) if eps is None else eps
     p = np.clip(preds.double().numpy(), clip, 1 - clip)
     y = target.numpy()
-    expected = float(np.mean(-(y * np.log(p) + (1 - y) * np.log1p(-p)))) if len(rows) else 0.0
+    expected = float(np.mean(-(y * np.log(p) + (1 - y) * np.log1p(-p)))) if len(rows) else math.nan
     got = binary_log_loss(preds, target, eps)
-    assert math.isfinite(got.item())
-    assert got.item() == pytest.approx(expected, rel=1e-5, abs=1e-6)
+    assert math.isfinite(got.item()) == bool(rows)  # the mean of nothing is undefined
+    assert got.item() == pytest.approx(expected, rel=1e-5, abs=1e-6, nan_ok=True)
     total, count = log_loss_sums(preds, target, eps)
     assert int(count) == len(rows) and total.dtype == torch.float64
 

@@ -10,6 +10,7 @@ from torchmetrics.utilities.data import dim_zero_sum
 
 from stcrank.metrics.functional import ranking_sums_padded
 from stcrank.metrics.ranking import (
+    BinaryAUC,
     BinaryLogLoss,
     CorpusRetrievalMetrics,
     NormalizedNDCG,
@@ -113,10 +114,13 @@ def test_every_cut_off_equals_the_single_k_classes_exactly():
         assert torch.equal(out[key], single.compute()), key
 
 
-def test_empty_metric_is_zero():
+def test_a_metric_without_a_counted_request_is_nan():
     metric = StageCandidateMetrics(ks=(5,))
     metric.update(torch.tensor([[0.5, 0.1]]), torch.tensor([[1, 1]]), torch.ones(1, 2, dtype=torch.bool))
-    assert all(value.item() == 0.0 for value in metric.compute().values())
+    assert all(math.isnan(value.item()) for value in metric.compute().values())
+    retrieval = CorpusRetrievalMetrics(ks=(2,))
+    retrieval.update(torch.tensor([[0, 1]]), torch.tensor([[3]]), torch.tensor([[False]]))
+    assert all(math.isnan(value.item()) for value in retrieval.compute().values())
 
 
 def test_corpus_retrieval_metrics_hand_values():
@@ -140,7 +144,7 @@ def test_binary_log_loss_metric():
     # -(ln .9 + ln .8 + ln .5) / 3 = 0.340550
     assert metric.compute().item() == pytest.approx(0.3405504158, abs=1e-6)
     with pytest.warns(UserWarning, match="before the ``update``"):
-        assert BinaryLogLoss().compute().item() == 0.0
+        assert math.isnan(BinaryLogLoss().compute().item())
     with pytest.raises(ValueError, match="eps"):
         BinaryLogLoss(eps=0.7)
 
@@ -155,3 +159,27 @@ def test_exposure_metrics_auc_and_logloss():
     assert out["auc"].item() == pytest.approx(0.75)
     expected = -(math.log(0.9) + math.log(0.6) + math.log(0.35) + math.log(0.8)) / 4
     assert out["logloss"].item() == pytest.approx(expected, abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    "labels", [[0, 2, 1, 0], [0, -1, 1, 0], [0.0, 0.5, 1.0, 0.0], [0.0, float("nan"), 1.0, 0.0]], ids=str
+)
+def test_binary_auc_refuses_labels_other_than_0_and_1(labels):
+    # BinaryAUROC would count a 2 as a positive, skip a -1 and threshold a 0.5: a number that means nothing.
+    with pytest.raises(ValueError, match="BinaryAUC: target"):
+        BinaryAUC().update(torch.tensor([0.1, 0.9, 0.5, 0.2]), torch.tensor(labels))
+
+
+def test_binary_auc_takes_bool_integer_and_float_labels_alike():
+    preds = torch.tensor([0.1, 0.9, 0.5, 0.2])
+    results = []
+    for labels in (torch.tensor([True, False, True, False]), torch.tensor([1, 0, 1, 0]), torch.tensor([1.0, 0, 1, 0])):
+        metric = BinaryAUC()
+        metric.update(preds, labels)
+        results.append(metric.compute().item())
+    assert results == [pytest.approx(0.25)] * 3  # pairs (pos, neg): only 0.5 > 0.2 of four
+
+
+def test_binary_auc_refuses_shapes_that_differ():
+    with pytest.raises(ValueError, match=r"BinaryAUC: preds and target must have the same shape; got \(4,\), \(3,\)"):
+        BinaryAUC().update(torch.rand(4), torch.tensor([0, 1, 0]))

@@ -133,6 +133,6 @@ def test_retrieval_metrics_match_brute_force_ranks():
 def test_no_positive_and_bad_cutoff():
     topk = torch.tensor([[1, 2]])
     none = torch.zeros(1, 1, dtype=torch.bool)
-    assert retrieval_recall(topk, torch.tensor([[1]]), none, 2).item() == 0.0
+    assert math.isnan(retrieval_recall(topk, torch.tensor([[1]]), none, 2).item())  # undefined, not 0
     with pytest.raises(ValueError, match="exceeds"):
         retrieval_recall(topk, torch.tensor([[1]]), ~none, 3)

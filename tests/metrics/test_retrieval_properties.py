@@ -144,8 +144,10 @@ def test_retrieval_metrics_match_the_reference_even_with_huge_ids(case, k):
     assert got_hits.item() == hits and got_dcg.item() == pytest.approx(dcg) and int(got_count) == count
     recall = retrieval_recall(lists, positives, mask, k).item()
     ndcg = retrieval_ndcg(lists, positives, mask, k).item()
-    assert recall == pytest.approx(hits / count if count else 0.0) and 0 <= recall <= 1
-    assert ndcg == pytest.approx(dcg / count if count else 0.0) and 0 <= ndcg <= 1
+    # NaN when there is no positive: the metric is undefined
+    assert recall == pytest.approx(hits / count if count else math.nan, nan_ok=True)
+    assert ndcg == pytest.approx(dcg / count if count else math.nan, nan_ok=True)
+    assert not count or (0 <= recall <= 1 and 0 <= ndcg <= 1)
     # Monotone in K, and the order of the positives within a request does not matter.
     sums = retrieval_sums(lists, positives, mask, list(range(1, lists.shape[1] + 1)))
     assert (torch.diff(sums[0]) >= 0).all() and (torch.diff(sums[1]) >= 0).all()
@@ -163,8 +165,9 @@ def test_corpus_retrieval_metric_is_exact_over_any_split(case, cut):
     metric.update(lists[cut:], positives[cut:], mask[cut:])
     out = metric.compute()
     for k in ks:
-        assert out[f"recall@{k}"].item() == pytest.approx(retrieval_recall(lists, positives, mask, k).item())
-        assert out[f"ndcg@{k}"].item() == pytest.approx(retrieval_ndcg(lists, positives, mask, k).item())
+        recall, ndcg = retrieval_recall(lists, positives, mask, k), retrieval_ndcg(lists, positives, mask, k)
+        assert out[f"recall@{k}"].item() == pytest.approx(recall.item(), nan_ok=True)
+        assert out[f"ndcg@{k}"].item() == pytest.approx(ndcg.item(), nan_ok=True)
 
 
 def test_retrieval_metrics_reject_a_cut_off_beyond_the_list_and_bad_dtypes():

@@ -1,5 +1,7 @@
+import pytest
 import torch
 
+from stcrank.errors import ConfigError
 from stcrank.models.competing import competing_behaviours
 from stcrank.models.din import DIN
 
@@ -94,3 +96,14 @@ def test_competing_scores_match_the_full_grid_reference():
     interest = model.attention(keys, batch["seq_mask"], item[..., :5, :].flatten(-2))
     tower_input = torch.cat([request[:, None].expand(-1, 5, -1), interest, item.flatten(-2)], -1)
     assert torch.allclose(model.score_candidates(batch), model.tower(tower_input).squeeze(-1), atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [{"embedding_dim": 0}, {"attention_hidden": 0}, {"tower": [128, 0]}, {"tower": []}, {"candidate_chunk": -1}],
+    ids=lambda setting: next(iter(setting)),
+)
+def test_non_positive_sizes_are_refused_naming_the_option(setting):
+    name = next(iter(setting))
+    with pytest.raises(ConfigError, match=rf"^DIN: --model\.init_args\.network\.init_args\.{name} must"):
+        DIN(SIZES, **setting)

@@ -1,5 +1,7 @@
+import pytest
 import torch
 
+from stcrank.errors import ConfigError
 from stcrank.models.competing import competing_behaviours
 from stcrank.models.dssm import DSSM, masked_mean
 
@@ -105,3 +107,14 @@ def test_competing_user_vector_matches_the_full_grid_reference():
         ]
         expected = model.user_tower(torch.cat(parts, -1))
         assert torch.allclose(model.user_vector(batch), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [{"embedding_dim": 0}, {"user_tower": [64, 0]}, {"item_tower": []}, {"competing_hidden": 0}],
+    ids=lambda setting: next(iter(setting)),
+)
+def test_non_positive_sizes_are_refused_naming_the_option(setting):
+    name = next(iter(setting))
+    with pytest.raises(ConfigError, match=rf"^DSSM: --model\.init_args\.network\.init_args\.{name} must"):
+        DSSM(SIZES, **setting)

@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from stcrank.errors import ConfigError
 from stcrank.models.mmoe import MMoE
 
 SIZES = {"user_id": 11, "item_id": 21, "item_category": 4, "trigger_category": 4, "item_brand": 5}
@@ -43,3 +44,14 @@ def test_gates_are_per_task_softmax():
 def test_unknown_categorical_feature_is_an_error():
     with pytest.raises(ValueError, match="nope"):
         MMoE(SIZES, categorical=["user_id", "nope"])
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [{"embedding_dim": 0}, {"num_experts": 0}, {"expert_hidden": [0]}, {"tower_hidden": []}, {"tasks": []}],
+    ids=lambda setting: next(iter(setting)),
+)
+def test_non_positive_sizes_are_refused_naming_the_option(setting):
+    name = next(iter(setting))
+    with pytest.raises(ConfigError, match=rf"^MMoE: --model\.init_args\.network\.init_args\.{name} must"):
+        MMoE(SIZES, **setting)

@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from stcrank.errors import ConfigError
 from stcrank.models.sasrec import SASRec
 
 SIZES = {"video_id": 60}
@@ -84,3 +85,14 @@ def test_bad_configuration_and_inputs_are_refused():
         model.encode(seq, mask)
     with pytest.raises(ValueError, match=r"\[B, L\]"):
         model.encode(seq[0], mask[0])
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [{"embedding_dim": 0}, {"max_len": 0}, {"num_blocks": 0}, {"num_heads": 0}, {"dropout": -0.1}],
+    ids=lambda setting: next(iter(setting)),
+)
+def test_invalid_sizes_are_refused_naming_the_option(setting):
+    name = next(iter(setting))
+    with pytest.raises(ConfigError, match=rf"^SASRec: --model\.init_args\.network\.init_args\.{name} must"):
+        SASRec(SIZES, **setting)

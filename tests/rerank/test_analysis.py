@@ -79,3 +79,9 @@ def test_errors():
         hit_rate_at_k(torch.zeros(0, 3, dtype=torch.long), torch.zeros(0, 3, dtype=torch.long), 2)
     with pytest.raises(ValueError, match=r"\[R, K\]"):
         hit_rate_at_k(torch.zeros(3, dtype=torch.long), RERANKED, 1)
+
+
+def test_a_list_repeating_an_item_is_refused():
+    pointwise = torch.tensor([[0, 1, 2]])
+    with pytest.raises(ValueError, match="reranked_order repeats candidate 0 in request 0"):
+        hit_rate_at_k(pointwise, torch.tensor([[0, 0, 1]]), 2)  # would count item 0 twice

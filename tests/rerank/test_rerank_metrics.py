@@ -96,3 +96,11 @@ def test_two_gloo_processes_over_disjoint_shards_equal_one_process(tmp_path):
     assert synced.keys() == expected.keys()
     for name, value in expected.items():
         assert synced[name] == pytest.approx(value, abs=1e-12), name
+
+
+def test_before_any_request_every_metric_is_nan():
+    metric = RerankMetrics(["exact", "greedy"], ks=(1,))
+    with pytest.warns(UserWarning, match="before the ``update``"):
+        out = metric.compute()
+    assert set(out) == {"exact/value", "exact/gap", "exact/hit@1", "greedy/value", "greedy/gap", "greedy/hit@1"}
+    assert all(torch.isnan(value) for value in out.values())

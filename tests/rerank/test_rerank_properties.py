@@ -222,3 +222,14 @@ def test_large_but_valid_values_do_not_overflow(case):
     exact = sequence_value(big, continue_prob, ExactReranker()(big, continue_prob, k))
     assert torch.allclose(exact / scale, best / scale, atol=1e-9)
     assert torch.isfinite(best).all()
+
+
+@pytest.mark.parametrize("reranker", RERANKERS, ids=lambda r: f"{type(r).__name__}")
+def test_scores_that_require_grad_are_accepted_and_untouched(reranker):
+    value = torch.rand(3, 6, dtype=torch.float64, requires_grad=True)
+    continue_prob = torch.rand(3, 6, dtype=torch.float64, requires_grad=True)
+    expected = reranker(value.detach(), continue_prob.detach(), 3)
+    for call in (reranker, reranker.rerank):
+        order = call(value, continue_prob, 3)
+        assert torch.equal(order, expected) and not order.requires_grad
+    assert value.grad is None and value.requires_grad and continue_prob.requires_grad

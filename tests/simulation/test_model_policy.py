@@ -4,6 +4,7 @@ import torch
 from stcrank.data.eshop.reader import read_manifest
 from stcrank.data.eshop.synth import explore_config_of, load_world
 from stcrank.models.mmoe import MMoE
+from stcrank.registry import PluginError
 from stcrank.simulation.evaluation import evaluate_focus
 from stcrank.simulation.model_policy import (
     ModelPredictor,
@@ -65,6 +66,18 @@ def test_specs_build_predictors_ensembles_and_rerankers():
     assert isinstance(build_ensemble({"name": "linear", "weights": {"cvr": 1.0}}), LinearEnsemble)
     with pytest.raises(ValueError, match="predictor"):
         build_policy({"ensemble": {"cvr": 1.0}})
+
+
+def test_an_ensemble_class_path_outside_the_group_is_refused_before_it_is_built(tmp_path, monkeypatch):
+    (tmp_path / "side_effect_module.py").write_text(
+        "BUILT = []\n\nclass Anything:\n    def __init__(self, **kwargs):\n        BUILT.append(kwargs)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(PluginError, match=r"'side_effect_module\.Anything' is not a stcrank\.ensembles plugin"):
+        build_ensemble({"class_path": "side_effect_module.Anything", "init_args": {"x": 1}})
+    import side_effect_module
+
+    assert side_effect_module.BUILT == []
 
 
 @pytest.mark.slow

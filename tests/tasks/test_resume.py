@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from stcrank.cli import main
+from stcrank.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
 RESUMABLE = REPO / "configs/trainer/resumable.yaml"
@@ -97,3 +98,22 @@ def test_multitask_killed_mid_epoch_resumes_to_the_same_weights_and_metrics(esho
     args += ["--data.batch_size=128", "--trainer.max_epochs=2"]  # 15 batches an epoch: resume inside epoch 0
     uninterrupted, resumed, resumed_from = _kill_and_resume(tmp_path, args, kill_at=7)
     _assert_same_end(tmp_path, uninterrupted, resumed, resumed_from, kill_at=7)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ("--data.batch_size=128", r"--data\.batch_size: 256 in the checkpoint, 128 now"),
+        ("--data.seed=1", r"--data\.seed: 0 in the checkpoint, 1 now"),
+        ("--model.init_args.lr=0.5", r"--model\.init_args\.lr is 0\.5 here but 0\.01 in the checkpoint"),
+    ],
+    ids=["batch_size", "data_seed", "lr"],
+)
+def test_resuming_with_another_setting_is_refused_naming_it(recflow_store, tmp_path, change, message):
+    args = ["-c", str(REPO / "configs/experiments/recflow/rank/din_baseline.yaml"), f"--data.root={recflow_store}"]
+    args += ["--data.batch_size=256", "--trainer.max_steps=3"]
+    _fit_in_process(tmp_path, args)
+    state = torch.load(_last(tmp_path), map_location="cpu", weights_only=False)
+    assert state["loops"]["fit_loop"]["state_dict"]["combined_loader"][0]["batches"] == 3  # mid-epoch
+    with pytest.raises(ConfigError, match=message):
+        _fit_in_process(tmp_path, [*args, change], [f"--ckpt_path={_last(tmp_path)}"])

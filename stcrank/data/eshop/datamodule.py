@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from stcrank.checks import DATA, check_non_negative, check_positive
 from stcrank.data.base import BaseDataModule
 from stcrank.data.eshop.reader import read_manifest, read_table
 from stcrank.data.eshop.schema import F_LOG_COLUMNS, F_LOG_FILE
@@ -115,6 +116,9 @@ class EShopDataModule(BaseDataModule):
         seed: int = 0,
     ) -> None:
         super().__init__()
+        owner = type(self).__name__
+        check_positive(owner, DATA, batch_size=batch_size, eval_batch_size=eval_batch_size)
+        check_non_negative(owner, DATA, num_workers=num_workers)
         if not (val_fraction > 0 and test_fraction > 0 and val_fraction + test_fraction < 1):
             raise ConfigError(
                 f"--data.val_fraction {val_fraction} and --data.test_fraction {test_fraction}: each must be above 0 "
@@ -209,7 +213,15 @@ class EShopDataModule(BaseDataModule):
         size = self.batch_size if shuffle else self.eval_batch_size
         sampler = DayBatchSampler([len(data)], size, shuffle=shuffle, seed=self.seed, rank=rank, world_size=world_size)
         # The sampler yields whole batches (batch_size=None) and is already sharded, so Lightning leaves it as is.
-        return ResumableDataLoader(data, sampler=sampler, batch_size=None, num_workers=self.num_workers)
+        loader = ResumableDataLoader(data, sampler=sampler, batch_size=None, num_workers=self.num_workers)
+        # Besides the sampler's own settings, these fix what a training epoch holds (checked when a run resumes).
+        loader.settings = {
+            "--data.split_seed": self.split_seed,
+            "--data.val_fraction": self.val_fraction,
+            "--data.test_fraction": self.test_fraction,
+            "--data.labels": list(self.labels),
+        }
+        return loader
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled training page views."""

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import torch
 from torch import Tensor
 
@@ -44,6 +43,8 @@ def f_session_conversions(f_log: pa.Table) -> pa.Array:
     Returns:
         The distinct session ids, ``int64``.
     """
+    import pyarrow.compute as pc  # lazily: it costs start-up time of every command
+
     bought = f_log.filter(f_log.column("purchase"))
     return pc.unique(bought.column("session_id")) if bought.num_rows else pa.array([], pa.int64())
 
@@ -62,6 +63,8 @@ def look_ahead_events(e_log: pa.Table, f_log: pa.Table, *, file: str = E_LOG_FIL
     Raises:
         EshopSchemaError: If a swipe has no F session id, a non-swipe has one, or an id is not in the F log.
     """
+    import pyarrow.compute as pc  # lazily: it costs start-up time of every command
+
     swipe = e_log.column("swipe").to_numpy()
     session = e_log.column("f_session_id").to_numpy()
     bad = np.flatnonzero(swipe != (session >= 0))

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from stcrank.errors import StcrankError
 
@@ -201,6 +200,8 @@ def validate_table(
     Raises:
         EshopSchemaError: Naming the file, the column and what was expected.
     """
+    import pyarrow.compute as pc  # here, not at the top: importing it costs start-up time of every command
+
     names = set(table.column_names)
     missing = [c for c in columns if c.required and c.name not in names]
     if missing:

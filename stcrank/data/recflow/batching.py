@@ -136,6 +136,16 @@ class DayBatchSampler(DistributedSampler):
             epoch, batches = epoch + 1, 0
         self.epoch, self._skip = epoch, batches
 
+    def order_settings(self) -> dict[str, object]:
+        """What fixes the order of an epoch besides its number: saved with a resume point and checked on resume."""
+        return {
+            "batch_size": self.batch_size,
+            "seed": self.seed,
+            "shuffle": self.shuffle,
+            "world_size": self.num_replicas,
+            "day_sizes": list(self.day_sizes),
+        }
+
     def batches_of_day(self, day: int) -> int:
         """Number of batches every rank gets from day ``day``."""
         return math.ceil(math.ceil(self.day_sizes[day] / self.num_replicas) / self.batch_size)

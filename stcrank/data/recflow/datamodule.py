@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from stcrank.checks import DATA, check_non_negative, check_positive
 from stcrank.data.base import BaseDataModule
 from stcrank.data.recflow.batching import DayBatches, DayBatchSampler, SampleKind
 from stcrank.data.recflow.collate import CandidateDay, ExposureDay
@@ -29,6 +30,38 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_CHUNK_ROWS = 4_000_000
 """Default bound on the stage rows of the day part a loader holds (about 1/13 of a RecFlow day)."""
+
+
+def check_held_out_days(train_days: Sequence[str], test_day: str, val_day: str | None, test_day_given: bool) -> None:
+    """Refuse overlapping days: a training day twice, the test or validation day among the training days.
+
+    A score on a day the model trained on means nothing. A validation day that is the test day is allowed (a quick
+    way to watch the test metrics during training) but logged as a warning: choosing a model or an epoch on the
+    test day biases its test score.
+
+    Raises:
+        ConfigError: Naming the options and the day.
+    """
+    test_option = "--data.test_day" if test_day_given else "the store's test day (manifest.json)"
+    repeated = sorted({day for day in train_days if list(train_days).count(day) > 1})
+    if repeated:
+        raise ConfigError(f"--data.train_days repeats {repeated}; give each training day once")
+    if test_day in train_days:
+        raise ConfigError(
+            f"--data.train_days includes the test day {test_day} ({test_option}); a model tested on a day it "
+            "trained on gives a meaningless score: leave that day out of --data.train_days"
+        )
+    if val_day is not None and val_day in train_days:
+        raise ConfigError(
+            f"--data.train_days includes the validation day {val_day} (--data.val_day); leave it out of one of them"
+        )
+    if val_day is not None and val_day == test_day:
+        logger.warning(
+            "--data.val_day is the test day %s (%s): the validation metrics are test metrics, and choosing a model "
+            "or an epoch on them biases the test score",
+            test_day,
+            test_option,
+        )
 
 
 def _exposure_count(store: RecFlowStore, day: str, label: LabelDefinition) -> int:
@@ -102,8 +135,10 @@ class RecFlowDataModule(BaseDataModule):
         chunk_rows: int | None = DEFAULT_CHUNK_ROWS,
     ) -> None:
         super().__init__()
-        if chunk_rows is not None and chunk_rows < 1:
-            raise ConfigError(f"--data.chunk_rows {chunk_rows}: must be at least 1 (or null to load whole days)")
+        owner = type(self).__name__
+        check_positive(owner, DATA, batch_size=batch_size, eval_batch_size=eval_batch_size, chunk_rows=chunk_rows)
+        check_positive(owner, DATA, max_candidates=max_candidates)
+        check_non_negative(owner, DATA, num_workers=num_workers)
         self.chunk_rows = chunk_rows
         self.root = str(root)
         self.batch_size = batch_size
@@ -114,8 +149,6 @@ class RecFlowDataModule(BaseDataModule):
         unknown = [stage for stage in self.candidate_stages if stage not in STAGE_CODE]
         if unknown:
             raise ConfigError(f"--data.candidate_stages: unknown stages {unknown}; the stages are {list(STAGE_CODE)}")
-        if max_candidates is not None and max_candidates < 1:
-            raise ConfigError(f"--data.max_candidates {max_candidates}: must be at least 1 (or null for all)")
         self.max_candidates = max_candidates
         self.shuffle_candidates = shuffle_candidates
         self.num_workers = num_workers
@@ -138,6 +171,7 @@ class RecFlowDataModule(BaseDataModule):
                 raise ConfigError(
                     f"{option} {day}: no such day in the store {self.root} (it has {days[0]} .. {days[-1]})"
                 )
+        check_held_out_days(chosen, self.test_day, val_day, test_day_given=test_day is not None)
         if train_days is not None and list(train_days) != sorted(train_days):
             logger.warning("train_days are visited in chronological order, not in the given order")
         self.train_days = sorted(chosen)
@@ -236,7 +270,7 @@ class RecFlowDataModule(BaseDataModule):
             units = [part for day_parts in parts for part in day_parts]
             sizes = [kind.count(self.store.part(part), part.day) for part in units]
         sampler = DayBatchSampler(sizes, batch_size, shuffle=shuffle, seed=self.seed, rank=rank, world_size=world_size)
-        return ResumableDataLoader(
+        loader = ResumableDataLoader(
             DayBatches(self.root, units, kind, seed=self.seed),
             batch_size=None,  # the sampler yields whole batches
             sampler=sampler,
@@ -244,6 +278,13 @@ class RecFlowDataModule(BaseDataModule):
             pin_memory=self.pin_memory,
             persistent_workers=False,
         )
+        # Besides the sampler's own settings, these fix what a training epoch holds (checked when a run resumes).
+        loader.settings = {
+            "--data.sample_kind": self.sample_kind,
+            "--data.train_days": list(self.train_days),
+            "--data.chunk_rows": self.chunk_rows,
+        }
+        return loader
 
     def train_dataloader(self, rank: int | None = None, world_size: int | None = None) -> DataLoader:
         """The training days, day by day, shuffled within each day.

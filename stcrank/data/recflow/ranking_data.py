@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 from typing import ClassVar
 
+from stcrank.checks import DATA, check_positive
 from stcrank.data.recflow.batching import SampleKind
 from stcrank.data.recflow.competing import with_competing
 from stcrank.data.recflow.datamodule import DEFAULT_CHUNK_ROWS, RecFlowDataModule
@@ -130,8 +131,7 @@ class RecFlowRankingDataModule(RecFlowDataModule):
         )
         self.list_slots = check_slots(list_slots or RANK_LIST_SLOTS, "list_slots")
         self.aux_stages = list(aux_stages or AUX_STAGES)
-        if aux_per_stage < 1:
-            raise ConfigError(f"--data.aux_per_stage {aux_per_stage}: must be at least 1")
+        check_positive(type(self).__name__, DATA, aux_per_stage=aux_per_stage, competing_size=competing_size)
         self.aux_slots = check_slots(dict.fromkeys(self.aux_stages, aux_per_stage), "aux_stages")
         if "click" in self.aux_slots or "realshow" in self.aux_slots:
             raise ConfigError(f"--data.aux_stages {self.aux_stages}: must be stage samples (not realshow or click)")

@@ -3,6 +3,7 @@ import torch
 
 from stcrank.data.eshop.datamodule import EShopDataModule, split_of_visit
 from stcrank.data.eshop.schema import EshopSchemaError
+from stcrank.errors import ConfigError
 from stcrank_plugins.labels.eshop import SwipeDownLabel, WatchThresholdLabel
 
 LABELS = {
@@ -50,3 +51,11 @@ def test_unknown_label_plugin_and_missing_logs(tmp_path, eshop_store):
         EShopDataModule(str(eshop_store), labels={"cvr": "nope"})
     with pytest.raises(EshopSchemaError, match="manifest"):
         _ = EShopDataModule(str(tmp_path)).feature_sizes
+
+
+@pytest.mark.parametrize(
+    "setting", [{"batch_size": 0}, {"eval_batch_size": 0}, {"num_workers": -1}], ids=lambda setting: next(iter(setting))
+)
+def test_non_positive_sizes_are_refused_naming_the_option(eshop_store, setting):
+    with pytest.raises(ConfigError, match=rf"^EShopDataModule: --data\.{next(iter(setting))} must"):
+        EShopDataModule(str(eshop_store), **setting)

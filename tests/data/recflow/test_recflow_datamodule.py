@@ -1,5 +1,6 @@
 import itertools
 import json
+import logging
 from collections import Counter
 
 import lightning.pytorch as pl
@@ -10,6 +11,7 @@ import torch
 from stcrank.data.recflow.datamodule import RecFlowDataModule
 from stcrank.data.recflow.schema import CANDIDATE_BATCH_KEYS, EXPOSURE_BATCH_KEYS, ITEM_FEATURES, USER_FEATURES
 from stcrank.data.recflow.store import RecFlowStore
+from stcrank.errors import ConfigError
 
 
 def _exposure_keys(store, days):
@@ -125,6 +127,43 @@ def test_invalid_arguments(recflow_store):
         RecFlowDataModule(str(recflow_store), train_days=["2023-01-01"])
     with pytest.raises(Exception, match="unknown plugin"):
         RecFlowDataModule(str(recflow_store), label="no_such_label")
+
+
+@pytest.mark.parametrize(
+    ("days", "message"),
+    [
+        (lambda d: {"train_days": [d["test_day"], *d["train_days"]]}, r"--data\.train_days includes the test day"),
+        (
+            lambda d: {"train_days": d["train_days"], "test_day": d["train_days"][0]},
+            r"test day .* \(--data\.test_day\)",
+        ),
+        (lambda d: {"train_days": d["train_days"][:1], "val_day": d["train_days"][0]}, "includes the validation day"),
+        (lambda d: {"train_days": d["train_days"][:1] * 2}, r"--data\.train_days repeats"),
+    ],
+    ids=["test-day", "given-test-day", "val-day", "repeated"],
+)
+def test_overlapping_days_are_refused(recflow_store, days, message):
+    manifest = json.loads((recflow_store / "manifest.json").read_text())
+    with pytest.raises(ConfigError, match=message):
+        RecFlowDataModule(str(recflow_store), **days(manifest))
+
+
+def test_validating_on_the_test_day_is_allowed_with_a_warning(recflow_store, caplog):
+    test_day = json.loads((recflow_store / "manifest.json").read_text())["test_day"]
+    with caplog.at_level(logging.WARNING, logger="stcrank.data.recflow.datamodule"):
+        module = RecFlowDataModule(str(recflow_store), val_day=test_day)
+    assert module.val_day == test_day and test_day not in module.train_days
+    assert f"--data.val_day is the test day {test_day}" in caplog.text and "biases the test score" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [{"batch_size": 0}, {"eval_batch_size": -1}, {"num_workers": -1}, {"chunk_rows": 0}, {"max_candidates": 0}],
+    ids=lambda setting: next(iter(setting)),
+)
+def test_non_positive_sizes_are_refused_naming_the_option(recflow_store, setting):
+    with pytest.raises(ConfigError, match=rf"^RecFlowDataModule: --data\.{next(iter(setting))} must"):
+        RecFlowDataModule(str(recflow_store), **setting)
 
 
 def test_helpers_for_samplers(recflow_store):
