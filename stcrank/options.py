@@ -8,7 +8,11 @@ from stcrank import registry
 from stcrank.errors import ConfigError
 
 
-class UnknownPluginError(registry.PluginError, ConfigError):
+class PluginOptionError(registry.PluginError, ConfigError):
+    """An option names something that is not a plugin of its group (a wrong setting: exit status 2)."""
+
+
+class UnknownPluginError(PluginOptionError):
     """An option names a plugin that is not installed (a usage error: exit status 2)."""
 
 
@@ -26,10 +30,12 @@ def resolve_plugin(group: str, value: Any, option: str) -> Any:
     try:
         return registry.resolve(group, value)
     except registry.PluginError as error:
+        # A class outside the group is a wrong setting; a plugin that fails to import or build is not.
+        kind = PluginOptionError if isinstance(error, registry.NotAPluginError) else registry.PluginError
         if not isinstance(value, str):
-            raise registry.PluginError(f"{option}: {error}") from error
+            raise kind(f"{option}: {error}") from error
         if not str(error).startswith("unknown plugin"):
-            raise registry.PluginError(f"{option} {value}: {error}") from error
+            raise kind(f"{option} {value}: {error}") from error
         from stcrank.commands.usage import did_you_mean
 
         names = list(registry.available(group))

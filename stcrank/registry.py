@@ -46,6 +46,10 @@ class PluginError(StcrankError, LookupError):
     """A plugin could not be found, imported or built."""
 
 
+class NotAPluginError(PluginError):
+    """A class or instance given for a plugin group is not a plugin of that group (a wrong setting)."""
+
+
 class PluginWarning(UserWarning):
     """A plugin was skipped: a name clash, or a module that failed to import."""
 
@@ -177,10 +181,10 @@ def describe(entry_point: EntryPoint) -> dict[str, str]:
     return {"class": entry_point.value, "distribution": distribution, "version": version}
 
 
-def _check_subclass(group: str, plugin: Any, what: str) -> type:
+def _check_subclass(group: str, plugin: Any, what: str, error: type[PluginError] = NotAPluginError) -> type:
     base = base_class(group)
     if not (isinstance(plugin, type) and issubclass(plugin, base)):
-        raise PluginError(
+        raise error(
             f"{what} is not a {group} plugin (a subclass of {_base_path(group)}); only plugins of that group can "
             f"be named here: see `stcrank plugins --group {group.removeprefix('stcrank.')}`"
         )
@@ -196,7 +200,8 @@ def _import_entry_point(group: str, entry_point: EntryPoint) -> type:
             f"plugin {entry_point.name!r} of group {group!r} (distribution {distribution!r}, "
             f"{entry_point.value}) failed to import: {type(error).__name__}: {error}"
         ) from error
-    return _check_subclass(group, plugin, f"plugin {entry_point.name!r} ({entry_point.value})")
+    # An installed entry point of the wrong kind is the plugin's fault, not a wrong setting.
+    return _check_subclass(group, plugin, f"plugin {entry_point.name!r} ({entry_point.value})", PluginError)
 
 
 def _import_dotted(group: str, path: str) -> type:

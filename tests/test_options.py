@@ -1,7 +1,9 @@
+import re
+
 import pytest
 
 from stcrank.errors import ConfigError
-from stcrank.options import UnknownPluginError, resolve_plugin
+from stcrank.options import PluginOptionError, UnknownPluginError, resolve_plugin
 from stcrank.registry import PluginError
 from stcrank_plugins.losses.pointwise import BCELoss
 
@@ -21,3 +23,12 @@ def test_names_and_instances_resolve():
     assert resolve_plugin("losses", loss, "--model.loss") is loss
     with pytest.raises(PluginError, match=r"^--model\.loss: builtins\.int is not a stcrank\.losses plugin"):
         resolve_plugin("losses", 3, "--model.loss")
+
+
+@pytest.mark.parametrize("value", ["torch.nn.MSELoss", "stcrank_plugins.rerankers.greedy.GreedyReranker"])
+def test_a_class_outside_the_group_is_a_wrong_setting_naming_the_option(value):
+    expected = rf"^--model\.loss {re.escape(value)}: '{re.escape(value)}' is not a stcrank\.losses plugin"
+    with pytest.raises(PluginOptionError, match=expected) as error:
+        resolve_plugin("losses", value, "--model.loss")
+    assert isinstance(error.value, PluginError) and isinstance(error.value, ConfigError)
+    assert error.value.exit_code == 2

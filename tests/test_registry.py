@@ -48,7 +48,7 @@ def test_a_class_of_the_wrong_kind_is_refused():
 
 @pytest.mark.parametrize("path", ["torch.nn.MSELoss", "collections.OrderedDict", "os.path.join", "os:getcwd"])
 def test_a_class_path_outside_the_group_is_refused_naming_the_group(path):
-    with pytest.raises(PluginError, match=r"not a stcrank\.losses plugin.*stcrank\.plugins\.Loss"):
+    with pytest.raises(registry.NotAPluginError, match=r"not a stcrank\.losses plugin.*stcrank\.plugins\.Loss"):
         registry.load("losses", path)
 
 
@@ -59,7 +59,7 @@ def test_a_module_failing_at_import_is_a_plugin_error(fake_distribution):
 
 
 def test_resolve_refuses_an_instance_of_another_group():
-    with pytest.raises(PluginError, match=r"not a stcrank.losses plugin"):
+    with pytest.raises(registry.NotAPluginError, match=r"not a stcrank.losses plugin"):
         registry.resolve("losses", registry.build("rerankers", "greedy"))
 
 

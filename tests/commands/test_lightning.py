@@ -122,8 +122,9 @@ def test_a_plugin_argument_refuses_a_class_outside_its_group(recflow_store, tmp_
     with pytest.raises((PluginError, ValueError), match=r"'torch\.nn\.MSELoss' is not a stcrank\.losses plugin"):
         main([*args, "--model.init_args.loss=torch.nn.MSELoss"])
     # the command line prints the cause, on one line
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as exit_info:
         console_main([*args, "--model.init_args.loss=torch.nn.MSELoss"])
+    assert exit_info.value.code == 2  # a wrong setting, like any other
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in lines[0], lines
     assert lines[0].startswith(
