@@ -103,7 +103,7 @@ def checked_hparams(
     return class_path, {key: value for key, value in hparams.items() if key not in given}
 
 
-def merge_checkpoint_hparams(cli: Any, args: Any) -> None:
+def merge_checkpoint_hparams(cli: Any, args: Any, ckpt_path: str | None = None) -> None:
     """Merge the hyper-parameters of ``--ckpt_path`` into ``cli.config`` under the rules of the module docstring.
 
     This replaces LightningCLI's own merge (``_parse_ckpt_path``), which lets the checkpoint override what the
@@ -112,13 +112,15 @@ def merge_checkpoint_hparams(cli: Any, args: Any) -> None:
     Args:
         cli: The :class:`~lightning.pytorch.cli.LightningCLI` after parsing.
         args: The arguments it was parsed from (None: ``sys.argv``).
+        ckpt_path: The checkpoint file, when the command names it indirectly (``--ckpt_path last``); by default
+            the config's ``ckpt_path``.
     """
     import torch
 
     subcommand = cli.config.get("subcommand")
     if not subcommand:
         return
-    ckpt_path = cli.config[subcommand].get("ckpt_path")
+    ckpt_path = ckpt_path or cli.config[subcommand].get("ckpt_path")
     if not ckpt_path or not Path(ckpt_path).is_file():
         return
     hparams = torch.load(ckpt_path, weights_only=True, map_location="cpu").get("hyper_parameters", {})

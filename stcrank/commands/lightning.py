@@ -10,6 +10,10 @@ Beside LightningCLI's own behaviour, the commands:
   unversioned (``<save_dir>/<name>/checkpoints/last.ckpt``): ``--ckpt_path last`` then finds the last fit's weights;
 * refuse ``validate``, ``test`` and ``predict`` without trained weights (``--ckpt_path``) unless ``--untrained``
   says so;
+* read the settings saved in the checkpoint (``--ckpt_path FILE`` or ``last``) under the rules of
+  :mod:`stcrank.commands.checkpoint_settings`: what the command gives wins, and ``fit`` refuses to resume under
+  other settings;
+* name the file when the disk is full while writing checkpoints, logs or predictions (:mod:`stcrank.io`);
 * print the test and validation metrics grouped by evaluation set, each metric once;
 * write ``predict``'s rows to a Parquet file (``--predictions``; see :mod:`stcrank.tasks.predictions`).
 """
@@ -107,6 +111,12 @@ def planned_checkpoint_folder(trainer: Namespace | None) -> Path:
     return Path(root) / "lightning_logs" / "checkpoints"
 
 
+def last_checkpoint(folder: Path) -> str | None:
+    """The newest ``last*.ckpt`` in ``folder`` (the one Lightning loads for ``--ckpt_path last``), or None."""
+    found = sorted(folder.glob("last*.ckpt"), key=lambda path: path.stat().st_mtime)
+    return str(found[-1]) if found else None
+
+
 class StcrankCLI(LightningCLI):
     """LightningCLI in subclass mode for the task (model) and the data module.
 
@@ -129,9 +139,17 @@ class StcrankCLI(LightningCLI):
         return {self.only_subcommand: every[self.only_subcommand]} if self.only_subcommand in every else every
 
     def _parse_ckpt_path(self) -> None:
+        # The experiment's name places its checkpoints, so it comes first: `--ckpt_path last` is the newest
+        # last*.ckpt there (as Lightning will resolve it), and its settings are read like those of a named file.
+        subcommand = self.config.get("subcommand")
+        config = self.config[subcommand] if subcommand else self.config
+        self._name_experiment(config)
+        ckpt_path = config.get("ckpt_path")
+        if ckpt_path == "last":
+            ckpt_path = last_checkpoint(planned_checkpoint_folder(config.get("trainer")))
         # The checkpoint's hyper-parameters fill only what the command leaves out (stock LightningCLI lets them
         # override what the user gave); see stcrank.commands.checkpoint_settings.
-        merge_checkpoint_hparams(self, self._args)
+        merge_checkpoint_hparams(self, self._args, ckpt_path)
 
     def _run_subcommand(self, subcommand: str) -> None:
         # A full disk while writing checkpoints, logs or predictions names the file (a torn checkpoint is removed).
@@ -184,15 +202,17 @@ class StcrankCLI(LightningCLI):
     def _subconfig(self) -> Namespace:
         return self.config[self.subcommand] if self.subcommand else self.config
 
-    def before_instantiate_classes(self) -> None:
+    def _name_experiment(self, config: Namespace) -> None:
         """Name the experiment and put its name into the trainer settings."""
-        config = self._subconfig
         model = config.get("model")
         class_path = model.get("class_path") if isinstance(model, Namespace) else None
         self.experiment = config.get("experiment") or experiment_name(config.get("config"), class_path)
         config["trainer"] = _substitute(config.get("trainer"), self.experiment)
+
+    def before_instantiate_classes(self) -> None:
+        """Check the checkpoint settings (the experiment was named when ``--ckpt_path`` was read)."""
         if self.subcommand is not None:
-            self._check_checkpoint(planned_checkpoint_folder(config.get("trainer")))
+            self._check_checkpoint(planned_checkpoint_folder(self._subconfig.get("trainer")))
 
     def instantiate_trainer(self, **kwargs: Any) -> Any:
         """Build the trainer; place checkpoints in the experiment's folder; add the predictions writer."""

@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -70,3 +71,10 @@ def test_test_with_another_network_is_refused(trained):
     args, checkpoint = trained
     with pytest.raises(ConfigError, match="weights do not fit the network"):
         main(["test", *args, "--model.init_args.network.init_args.embedding_dim=4", f"--ckpt_path={checkpoint}"])
+
+
+def test_resuming_from_last_with_another_setting_is_refused(trained):
+    args, checkpoint = trained
+    expected = rf"cannot resume from --ckpt_path {re.escape(str(checkpoint))}: --model\.init_args\.lr is 0\.5 here"
+    with pytest.raises(ConfigError, match=expected):
+        main(["fit", *args, "--model.init_args.lr=0.5", "--ckpt_path=last"])
