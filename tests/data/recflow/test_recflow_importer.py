@@ -317,7 +317,7 @@ def test_ubm_derived_from_all_stage_equals_the_pickle_rows(make_release, tmp_pat
 
 @pytest.mark.parametrize("chunk_rows", [37, 10**9])
 def test_sequences_out_of_request_order_are_spilled_and_equal(make_release, tmp_path, caplog, monkeypatch, chunk_rows):
-    from stcrank.data.recflow import importer
+    from stcrank.data.recflow.importer import sequences as importer
 
     monkeypatch.setattr(importer, "SEQ_BATCH_ITEMS", 4)  # several batches per day, as on a real day
     release = make_release(days=2)
@@ -345,7 +345,7 @@ def test_sequences_out_of_request_order_are_spilled_and_equal(make_release, tmp_
 
 
 def test_sequences_of_no_request_and_requests_without_one_are_counted(make_release, tmp_path, monkeypatch):
-    from stcrank.data.recflow import importer
+    from stcrank.data.recflow.importer import sequences as importer
 
     monkeypatch.setattr(importer, "SEQ_BATCH_ITEMS", 3)
     release = make_release(days=1)
