@@ -38,7 +38,7 @@ from torch.utils.data import DataLoader
 from stcrank import registry
 from stcrank.data.recflow.batching import SampleKind
 from stcrank.data.recflow.collate import compute_labels
-from stcrank.data.recflow.datamodule import DEFAULT_CHUNK_ROWS, RecFlowDataModule
+from stcrank.data.recflow.datamodule import DEFAULT_CHUNK_ROWS, DEFAULT_MAX_FEATURE_SIZE, RecFlowDataModule
 from stcrank.data.recflow.schema import CLICK_PRIORITY, FEEDBACK_COLUMNS, STAGE_CODE
 from stcrank.data.recflow.store import RecFlowStore
 from stcrank.plugins import LabelDefinition, NegativeSampler
@@ -247,6 +247,7 @@ class RecFlowRetrievalDataModule(RecFlowDataModule):
         pin_memory: Pin batches in page-locked memory (for GPU training).
         seed: Seed of the within-day shuffles and of the negative draws.
         chunk_rows: Stage rows of the day part loaded at a time (see :class:`RecFlowDataModule`).
+        max_feature_size: The largest embedding table (rows) a feature may need (see :class:`RecFlowDataModule`).
     """
 
     def __init__(
@@ -264,6 +265,7 @@ class RecFlowRetrievalDataModule(RecFlowDataModule):
         pin_memory: bool = False,
         seed: int = 0,
         chunk_rows: int | None = DEFAULT_CHUNK_ROWS,
+        max_feature_size: int = DEFAULT_MAX_FEATURE_SIZE,
     ) -> None:
         # Set before the parent's constructor, which validates sample_kind through sample_kinds().
         self.negative_sampler = registry.resolve("negative_samplers", negative_sampler)
@@ -280,6 +282,7 @@ class RecFlowRetrievalDataModule(RecFlowDataModule):
             pin_memory=pin_memory,
             seed=seed,
             chunk_rows=chunk_rows,
+            max_feature_size=max_feature_size,
         )
 
     @property

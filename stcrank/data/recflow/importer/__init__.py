@@ -32,8 +32,8 @@ into columns), :mod:`~stcrank.data.recflow.importer.sequences` and :mod:`~stcran
 
 from __future__ import annotations
 
+from stcrank.data.recflow.domains import ROW_DOMAINS as ROW_KINDS
 from stcrank.data.recflow.importer.command import DEFAULT_CHUNK_ROWS, import_recflow
-from stcrank.data.recflow.importer.rows import ROW_KINDS
 from stcrank.data.recflow.importer.sequences import SEQ_BATCH_ITEMS
 from stcrank.data.recflow.importer.ubm import UBM_STAGES, UbmSource, derive_ubm
 from stcrank.data.recflow.importer.writing import PARQUET_OPTIONS

@@ -4,20 +4,22 @@ from __future__ import annotations
 
 import logging
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
+from stcrank.data.recflow.domains import ID, ROW_DOMAINS
+from stcrank.data.recflow.importer.coverage import check_coverage
+from stcrank.data.recflow.importer.killpoints import kill_point
 from stcrank.data.recflow.importer.rows import (
-    ROW_KINDS,
     UNFLAGGED,
     Accumulator,
     DayStats,
     RequestIndex,
     candidate_columns,
-    check_ids,
     fill_requests,
     group_rows,
     index_requests,
@@ -38,20 +40,78 @@ from stcrank.data.recflow.schema import STORE_STAGES
 logger = logging.getLogger(__name__)
 
 
-def read_corpus(files: DayFiles, exposed: np.ndarray, acc: Accumulator) -> tuple[np.ndarray, str]:
-    """The day's corpus (``realshow_video_info_daily``, else the exposed videos so far) and where it came from."""
+@dataclass(frozen=True)
+class DayOptions:
+    """How the days of one import are converted.
+
+    Attributes:
+        chunk_rows: Rows of ``all_stage`` per streamed chunk; None reads each day whole.
+        ubm: Where the ``ubm`` table comes from.
+        min_join_coverage: Smallest fraction of a day's keys every joined file must match.
+    """
+
+    chunk_rows: int | None
+    ubm: UbmSource
+    min_join_coverage: float
+
+
+def _referenced(sequences: dict[str, np.ndarray]) -> np.ndarray:
+    """The past requests that the valid rows of a batch of sequences reference (sorted, unique)."""
+    return np.unique(sequences["seq_request_id"][sequences["seq_time_ms"] > 0])
+
+
+def _check_joins(files: DayFiles, stats: dict[str, Any], options: DayOptions) -> None:
+    """Check the coverage of the day's joins and record it in ``stats``."""
+    low = options.min_join_coverage
+    exposure_requests = stats["exposure_requests"]
+    stats["realshow_coverage"] = check_coverage(
+        files.realshow,
+        files.date,
+        exposure_requests - stats["exposure_requests_without_stage_rows"],
+        exposure_requests,
+        "requests with exposures",
+        "stage rows in all_stage",
+        low,
+    )
+    stats["sequence_coverage"] = check_coverage(
+        files.seq_effective_50_dict,
+        files.date,
+        stats["requests"] - stats["requests_without_sequence"],
+        stats["requests"],
+        "requests",
+        "behaviour sequence",
+        low,
+    )
+    if stats["corpus_source"] == "realshow_video_info_daily":
+        stats["corpus_coverage"] = check_coverage(
+            files.realshow_video_info_daily,
+            files.date,
+            stats["exposed_videos"] - stats["exposed_videos_outside_corpus"],
+            stats["exposed_videos"],
+            "exposed videos",
+            "place in the random-negative corpus",
+            low,
+        )
+
+
+def read_corpus(files: DayFiles, exposed: np.ndarray, acc: Accumulator, stats: dict[str, Any]) -> np.ndarray:
+    """The day's corpus (``realshow_video_info_daily``, else the exposed videos so far), its source in ``stats``."""
+    stats["exposed_videos"] = len(exposed)
     if files.realshow_video_info_daily.is_file():
-        video = read_feather_columns(files.realshow_video_info_daily, ["video_id"])["video_id"]
-        corpus = np.unique(check_ids(video, files.realshow_video_info_daily, "video_id"))
+        corpus = np.unique(read_feather_columns(files.realshow_video_info_daily, {"video_id": ID})["video_id"])
         acc.observe("video_id", corpus)
         acc.corpus = np.union1d(acc.corpus, corpus)
-        return corpus.astype(np.int32), "realshow_video_info_daily"
+        stats["corpus_source"] = "realshow_video_info_daily"
+        stats["exposed_videos_outside_corpus"] = len(np.setdiff1d(exposed, corpus, assume_unique=True))
+        return corpus.astype(np.int32)
     acc.corpus = np.union1d(acc.corpus, exposed)
-    return acc.corpus.astype(np.int32), "exposures"
+    stats["corpus_source"] = "exposures"
+    stats["exposed_videos_outside_corpus"] = 0
+    return acc.corpus.astype(np.int32)
 
 
 def import_day(
-    files: DayFiles, partition: Path, acc: Accumulator, ubm: UbmSource = "pickle", store_root: Path | None = None
+    files: DayFiles, partition: Path, acc: Accumulator, options: DayOptions, previous: list[Path]
 ) -> dict[str, Any]:
     """Convert one whole day into a partition directory; returns the day's row counts and phase timings.
 
@@ -60,8 +120,8 @@ def import_day(
     """
     clock = Clock()
     with clock("read_feather"):
-        stage_rows = read_feather_columns(files.all_stage, ROW_KINDS)
-        exposure_rows = read_feather_columns(files.realshow, ROW_KINDS)
+        stage_rows = read_feather_columns(files.all_stage, ROW_DOMAINS)
+        exposure_rows = read_feather_columns(files.realshow, ROW_DOMAINS)
     with clock("index"):
         index = index_requests(files, stage_rows, exposure_rows)
         candidates, stage_count = candidate_columns(stage_rows, index, acc)
@@ -74,7 +134,7 @@ def import_day(
     with clock("sequences"):
         sequences, seq_stats = read_sequences(files.seq_effective_50_dict, index.ids, acc)
         seq_stats["chunk_rows"] = None
-        corpus, corpus_source = read_corpus(files, np.unique(exposures["video_id"]).astype(np.int64), acc)
+        corpus = read_corpus(files, np.unique(exposures["video_id"]).astype(np.int64), acc, seq_stats)
     tables = {
         "requests": requests_table(index, n_exposures, sequences, stage_count, acc),
         "candidates": pa.table(candidates),
@@ -96,17 +156,42 @@ def import_day(
         "multi_flag_rows": int(((flags & (flags - 1)) != 0).sum()),  # more than one bit set
         "stage_rows": {name: int(n) for name, n in zip(STORE_STAGES, stage_count.sum(axis=0), strict=True)},
         "corpus": len(corpus),
-        "corpus_source": corpus_source,
+        **index.join_counts,
         **seq_stats,
     }
+    _check_joins(files, stats, options)
     with clock("write"):
         write_tables(partition, tables)
-    referenced = np.unique(sequences["seq_request_id"][sequences["seq_time_ms"] > 0]) if ubm == "all_stage" else None
+    kill_point("day-tables")
+    referenced = _referenced(sequences)
     # Free the day before the UBM dict, the largest input.
     del tables, candidates, exposures, stage_rows, exposure_rows, sequences, stage, flags, index
-    import_ubm(files, partition, acc, ubm, referenced, store_root, clock, stats)
+    import_ubm(files, partition, acc, options.ubm, referenced, previous, clock, stats)
+    _check_ubm(files, stats, options)
     stats["phase_seconds"] = clock.seconds
     return stats
+
+
+def _check_ubm(files: DayFiles, stats: dict[str, Any], options: DayOptions) -> None:
+    """Check (UBM pickle) or report (UBM derived from all_stage) how many referenced past requests have rows."""
+    if "ubm_referenced_requests" not in stats:
+        return
+    found, total = stats["ubm_referenced_found"], stats["ubm_referenced_requests"]
+    if options.ubm == "pickle":
+        stats["ubm_coverage"] = check_coverage(
+            files.ubm_seq_request_id_dict,
+            files.date,
+            found,
+            total,
+            "past requests its behaviour sequences reference",
+            "competing items",
+            options.min_join_coverage,
+        )
+    elif total:  # derived: requests of days before the first imported one are not in the store
+        stats["ubm_coverage"] = round(found / total, 6)
+        logger.info(
+            "%s: %d of the %d past requests its sequences reference are in the imported days", files.date, found, total
+        )
 
 
 class UnsortedError(Exception):
@@ -117,9 +202,8 @@ def import_day_chunked(
     files: DayFiles,
     partition: Path,
     acc: Accumulator,
-    chunk_rows: int,
-    ubm: UbmSource,
-    store_root: Path,
+    options: DayOptions,
+    previous: list[Path],
     spill: bool = False,
 ) -> dict[str, Any]:
     """Convert one day chunk by chunk: ``all_stage`` is streamed, memory is bounded by ``chunk_rows`` rows.
@@ -131,7 +215,7 @@ def import_day_chunked(
     """
     clock = Clock()
     with clock("read_feather"):
-        exposure_rows = read_feather_columns(files.realshow, ROW_KINDS)  # exposures: ~2% of the stage rows
+        exposure_rows = read_feather_columns(files.realshow, ROW_DOMAINS)  # exposures: ~2% of the stage rows
     exp_id = exposure_rows["request_id"]
     with clock("sequences"):
         sequences = (
@@ -144,10 +228,11 @@ def import_day_chunked(
     ids_parts: list[np.ndarray] = []
     referenced = np.zeros(0, dtype=np.int64)
     last = np.iinfo(np.int64).min
+    exposure_only = 0  # requests of realshow without a row in all_stage
 
     def flush(rows: dict[str, np.ndarray], upper: int) -> None:
         """Write the requests of ``rows`` (complete) and the realshow-only requests up to id ``upper``."""
-        nonlocal last, referenced
+        nonlocal last, referenced, exposure_only
         with clock("index"):
             starts, run_ids, run_len = group_rows(rows["request_id"])
             if len(run_ids) and (run_ids[0] <= last or np.any(run_ids[1:] <= run_ids[:-1])):
@@ -156,6 +241,7 @@ def import_day_chunked(
             exposure_part = {name: values[in_range] for name, values in exposure_rows.items()}
             exp_starts, exp_run_ids, exp_run_len = group_rows(exposure_part["request_id"])
             ids = np.union1d(run_ids, exp_run_ids)
+            exposure_only += len(ids) - len(run_ids)
             run_rows, exp_run_rows = np.searchsorted(ids, run_ids), np.searchsorted(ids, exp_run_ids)
             columns = fill_requests(
                 ids,
@@ -169,11 +255,12 @@ def import_day_chunked(
             n_exposures = np.bincount(np.repeat(exp_run_rows, exp_run_len), minlength=len(ids))
         with clock("sequences"):
             seq = sequences.take(ids, acc)
-            if ubm == "all_stage":
-                referenced = np.union1d(referenced, seq["seq_request_id"][seq["seq_time_ms"] > 0])
+            if options.ubm != "none":
+                referenced = np.union1d(referenced, _referenced(seq))
         with clock("write"):
             writer.write("requests", requests_table(index, n_exposures, seq, stage_count, acc))
             writer.write("candidates", pa.table(candidates))
+        kill_point("chunk")
         stats.add(candidates, stage_count)
         ids_parts.append(ids)
         if len(ids):
@@ -182,7 +269,7 @@ def import_day_chunked(
     carry: dict[str, np.ndarray] | None = None
     try:
         with clock("read_feather"):
-            chunks = iter_feather_columns(files.all_stage, ROW_KINDS, chunk_rows)
+            chunks = iter_feather_columns(files.all_stage, ROW_DOMAINS, options.chunk_rows)
             chunk = next(chunks)
         while chunk is not None:
             if carry is not None:
@@ -213,10 +300,9 @@ def import_day_chunked(
             **item_columns(exposure_rows, acc),
         }
         n_exposures = np.bincount(exposures["request_row"], minlength=len(ids))
+    corpus_stats: dict[str, Any] = {}
     with clock("sequences"):
-        corpus, corpus_source = read_corpus(files, np.unique(exposures["video_id"]).astype(np.int64), acc)
-    with clock("write"):
-        write_tables(partition, {"exposures": pa.table(exposures), "corpus": pa.table({"video_id": corpus})})
+        corpus = read_corpus(files, np.unique(exposures["video_id"]).astype(np.int64), acc, corpus_stats)
     result: dict[str, Any] = {
         "all_stage": stats.n["all_stage"],
         "requests": len(ids),
@@ -230,33 +316,48 @@ def import_day_chunked(
         "multi_flag_rows": stats.n["multi_flag_rows"],
         "stage_rows": {name: int(n) for name, n in zip(STORE_STAGES, stats.stage_rows, strict=True)},
         "corpus": len(corpus),
-        "corpus_source": corpus_source,
+        **corpus_stats,
+        "exposure_requests": len(np.unique(exp_id)),
+        "exposure_requests_without_stage_rows": exposure_only,
         **seq_stats,
-        "chunk_rows": chunk_rows,
+        "chunk_rows": options.chunk_rows,
     }
+    _check_joins(files, result, options)
+    with clock("write"):
+        write_tables(partition, {"exposures": pa.table(exposures), "corpus": pa.table({"video_id": corpus})})
+    kill_point("day-tables")
     exposure_rows.clear()  # free the inputs before the UBM table
     del exposures
-    import_ubm(files, partition, acc, ubm, referenced, store_root, clock, result)
+    import_ubm(files, partition, acc, options.ubm, referenced, previous, clock, result)
+    _check_ubm(files, result, options)
     result["phase_seconds"] = clock.seconds
     return result
 
 
 def import_one_day(
-    files: DayFiles, partition: Path, acc: Accumulator, chunk_rows: int | None, ubm: UbmSource, root: Path
+    files: DayFiles, partition: Path, acc: Accumulator, options: DayOptions, previous: list[Path]
 ) -> dict[str, Any]:
-    """Import a day streamed in chunks, or whole when ``chunk_rows`` is None or its rows are not sorted."""
-    if chunk_rows is not None:
+    """Import a day streamed in chunks, or whole when ``chunk_rows`` is None or its rows are not sorted.
+
+    Args:
+        files: The day's files.
+        partition: The partition directory to write.
+        acc: What the import learns across days.
+        options: How to convert it.
+        previous: The partitions this import has completed so far.
+    """
+    if options.chunk_rows is not None:
         try:
             try:
-                return import_day_chunked(files, partition, acc, chunk_rows, ubm, root)
+                return import_day_chunked(files, partition, acc, options, previous)
             except UnorderedSequencesError:
                 logger.info(
                     "%s: keys not in increasing request id; spilling the sequences to disk and importing the day again",
                     files.seq_effective_50_dict,
                 )
                 shutil.rmtree(partition, ignore_errors=True)
-                return import_day_chunked(files, partition, acc, chunk_rows, ubm, root, spill=True)
+                return import_day_chunked(files, partition, acc, options, previous, spill=True)
         except UnsortedError:
             logger.info("%s: rows not grouped by increasing request id; reading the day whole", files.all_stage)
             shutil.rmtree(partition, ignore_errors=True)
-    return import_day(files, partition, acc, ubm, root)
+    return import_day(files, partition, acc, options, previous)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +10,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from stcrank.data.recflow.domains import ROW_DOMAINS
+from stcrank.data.recflow.importer.rows import Accumulator
 from stcrank.data.recflow.importer.writing import PARQUET_OPTIONS
 from stcrank.data.recflow.official import ReleaseLayout, feather_column_names, iter_feather_columns
 from stcrank.data.recflow.schema import OTHERS_DIR, STAGES, TEST_FILES
@@ -22,8 +23,14 @@ TEST_COLUMNS: tuple[str, ...] = ("request_id", "user_id", "video_id", *STAGES, "
 """Columns kept from the official test files (those present): enough to rebuild their candidate sets."""
 
 
-def import_official_tests(layout: ReleaseLayout, dst: Path, chunk_rows: int | None = None) -> dict[str, Any]:
-    """Copy the official test files' useful columns into ``others/``, chunk by chunk when ``chunk_rows`` is set."""
+def import_official_tests(
+    layout: ReleaseLayout, dst: Path, acc: Accumulator, chunk_rows: int | None = None
+) -> dict[str, Any]:
+    """Copy the official test files' useful columns into ``others/``, chunk by chunk when ``chunk_rows`` is set.
+
+    Every column is checked against its domain (:data:`~stcrank.data.recflow.domains.ROW_DOMAINS`) and kept as
+    int64; the ids are observed for the feature sizes (a model evaluated on these files embeds them).
+    """
     out: dict[str, Any] = {}
     for name in TEST_FILES:
         path = layout.test_file(name)
@@ -34,15 +41,18 @@ def import_official_tests(layout: ReleaseLayout, dst: Path, chunk_rows: int | No
             dict.fromkeys(["request_id", "video_id", "effective_view", *(c for c in TEST_COLUMNS if c in names)])
         )
         target = dst / OTHERS_DIR / f"{name}.parquet"
-        temporary = target.with_name(f".{target.name}.partial-{os.getpid()}")
         n_rows = 0
         flags = dict.fromkeys((s for s in STAGES if s in wanted), 0)
         ids, counts = [], []
         writer: pq.ParquetWriter | None = None
         try:
-            for columns in iter_feather_columns(path, wanted, chunk_rows):
+            for checked in iter_feather_columns(path, {c: ROW_DOMAINS[c] for c in wanted}, chunk_rows):
+                for feature in ("user_id", "video_id"):
+                    if feature in checked:
+                        acc.observe(feature, checked[feature])
+                columns = {c: values.astype(np.int64) for c, values in checked.items()}
                 table = pa.table(columns)
-                writer = writer or pq.ParquetWriter(temporary, table.schema, **PARQUET_OPTIONS)
+                writer = writer or pq.ParquetWriter(target, table.schema, **PARQUET_OPTIONS)
                 writer.write_table(table)
                 n_rows += len(columns["request_id"])
                 for stage in flags:
@@ -53,7 +63,6 @@ def import_official_tests(layout: ReleaseLayout, dst: Path, chunk_rows: int | No
         finally:
             if writer is not None:
                 writer.close()
-        temporary.replace(target)
         # a request split over chunks is counted once, with all its rows
         unique, inverse = np.unique(np.concatenate(ids), return_inverse=True)
         per_request = np.bincount(inverse, weights=np.concatenate(counts), minlength=len(unique))

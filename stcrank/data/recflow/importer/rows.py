@@ -11,10 +11,8 @@ import numpy as np
 import pyarrow as pa
 
 from stcrank.data.recflow.errors import RecFlowFormatError
-from stcrank.data.recflow.official import ColumnKind, DayFiles
+from stcrank.data.recflow.official import DayFiles
 from stcrank.data.recflow.schema import (
-    ALL_STAGE_COLUMNS,
-    BINARY_FEEDBACK_COLUMNS,
     FEEDBACK_COLUMNS,
     ITEM_ID_COLUMNS,
     N_STAGES,
@@ -31,15 +29,6 @@ logger = logging.getLogger(__name__)
 UNFLAGGED = STAGE_CODE["unflagged"]
 """Stage code of a row with no flag."""
 
-ROW_KINDS: dict[str, ColumnKind] = {
-    **dict.fromkeys(ALL_STAGE_COLUMNS, "int32"),
-    "request_id": "int64",
-    "request_timestamp": "int64",
-    "upload_timestamp": "int64",
-    **dict.fromkeys((*USER_COLUMNS, *ITEM_ID_COLUMNS), "id"),
-    **dict.fromkeys((*STAGES, *BINARY_FEEDBACK_COLUMNS), "binary"),
-}
-
 
 @dataclass
 class Accumulator:
@@ -52,27 +41,6 @@ class Accumulator:
         """Record the largest value of ``values`` for feature ``name``."""
         if len(values):
             self.observed_max[name] = max(self.observed_max.get(name, -1), int(values.max()))
-
-
-def narrow(values: np.ndarray, dtype: type[np.integer], path: Path, column: str) -> np.ndarray:
-    """Cast to a narrower integer type after checking that every value fits."""
-    info = np.iinfo(dtype)
-    if len(values):
-        low, high = int(values.min()), int(values.max())
-        if low < info.min or high > info.max:
-            raise RecFlowFormatError(
-                f"{path}: column {column!r} has values in [{low}, {high}]; expected values that fit {info.dtype}"
-            )
-    return values.astype(dtype, copy=False)
-
-
-def check_ids(values: np.ndarray, path: Path, column: str) -> np.ndarray:
-    """Check 0-based ids and narrow them to int32."""
-    if len(values) and int(values.min()) < 0:
-        raise RecFlowFormatError(
-            f"{path}: column {column!r} has negative values (min {int(values.min())}); expected 0-based ids"
-        )
-    return narrow(values, np.int32, path, column)
 
 
 def stage_codes(columns: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -148,6 +116,7 @@ class RequestIndex:
     stage_row_request: np.ndarray  # request row of every all_stage row
     exposure_row_request: np.ndarray  # request row of every realshow row
     columns: dict[str, np.ndarray]  # request_timestamp and user ids per request
+    join_counts: dict[str, int] = field(default_factory=dict)  # requests of realshow, and those not in all_stage
 
 
 def index_requests(
@@ -167,6 +136,10 @@ def index_requests(
         ],
     )
     return RequestIndex(
+        join_counts={
+            "exposure_requests": len(exp_run_ids),
+            "exposure_requests_without_stage_rows": len(np.setdiff1d(exp_run_ids, stage_run_ids)),
+        },
         ids=ids,
         stage_row_request=np.repeat(stage_run_rows, stage_run_len),
         exposure_row_request=np.repeat(exp_run_rows, exp_run_len).astype(np.int32),

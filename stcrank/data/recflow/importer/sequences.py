@@ -5,43 +5,18 @@ from __future__ import annotations
 import logging
 import shutil
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from stcrank.data.recflow.errors import RecFlowFormatError
-from stcrank.data.recflow.importer.rows import Accumulator, check_ids, narrow
-from stcrank.data.recflow.pickles import iter_dict_pickle
+from stcrank.data.recflow.domains import SEQ_DOMAINS
+from stcrank.data.recflow.importer.rows import Accumulator
+from stcrank.data.recflow.pickle_contents import sequence_batches
 from stcrank.data.recflow.schema import ITEM_ID_COLUMNS, SEQ_ARRAY_COLUMNS, SEQ_LEN
 
 logger = logging.getLogger(__name__)
 
 SEQ_BATCH_ITEMS = 1024
 """Pickle items (sequences, or requests of the UBM dict) stacked at a time (4 MB of sequences)."""
-
-
-def stack_sequences(path: Path, items: list[tuple[Any, Any]]) -> tuple[np.ndarray, np.ndarray]:
-    """Request ids and ``[n, 50, 10]`` int64 sequences of a batch of ``seq_effective_50_dict`` items (checked)."""
-    width = len(SEQ_ARRAY_COLUMNS)
-    if not items:
-        return np.zeros(0, np.int64), np.zeros((0, SEQ_LEN, width), np.int64)
-    try:
-        keys = np.fromiter((key for key, _ in items), dtype=np.int64, count=len(items))
-    except (TypeError, ValueError, OverflowError) as error:
-        raise RecFlowFormatError(f"{path}: a key is not an integer request id ({error}); expected int keys") from error
-    try:
-        stacked = np.stack([value for _, value in items])
-    except (ValueError, TypeError) as error:
-        shapes = {np.shape(value) for _, value in items}
-        raise RecFlowFormatError(
-            f"{path}: sequences have shapes {sorted(shapes)[:5]}; expected ({SEQ_LEN}, {width})"
-        ) from error
-    if stacked.shape[1:] != (SEQ_LEN, width) or stacked.dtype.kind not in "iu":
-        raise RecFlowFormatError(
-            f"{path}: sequences have shape {stacked.shape[1:]} and dtype {stacked.dtype}; expected integer arrays "
-            f"of shape ({SEQ_LEN}, {width})"
-        )
-    return keys, stacked.astype(np.int64, copy=False)
 
 
 def last_of_each_key(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -54,7 +29,7 @@ def last_of_each_key(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def read_sequences(path: Path, ids: np.ndarray, acc: Accumulator) -> tuple[dict[str, np.ndarray], dict[str, int]]:
     """The day's ``seq_effective_50_dict`` as one ``[R, 50]`` array per column, aligned with the request ids."""
-    parts = [stack_sequences(path, items) for items in iter_dict_pickle(path, batch_items=SEQ_BATCH_ITEMS)]
+    parts = list(sequence_batches(path, SEQ_BATCH_ITEMS))
     keys = np.concatenate([k for k, _ in parts]) if parts else np.zeros(0, np.int64)
     stacked = np.concatenate([v for _, v in parts]) if parts else np.zeros((0, SEQ_LEN, len(SEQ_ARRAY_COLUMNS)))
     del parts
@@ -87,7 +62,7 @@ class SequenceSource:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.width = len(SEQ_ARRAY_COLUMNS)
-        self.batches = iter_dict_pickle(path, batch_items=SEQ_BATCH_ITEMS)
+        self.batches = sequence_batches(path, SEQ_BATCH_ITEMS)
         self.parts: list[tuple[np.ndarray, np.ndarray]] = []  # pulled, not yet looked up (all keys > served)
         self.max_key = np.iinfo(np.int64).min  # largest key pulled so far
         self.ordered = True  # the parts' keys are increasing, within and across parts
@@ -97,11 +72,10 @@ class SequenceSource:
 
     def _pull(self) -> bool:
         """Read the next batch into ``parts``; False at the end of the file."""
-        items = next(self.batches, None)
-        if items is None:
+        batch = next(self.batches, None)
+        if batch is None:
             return False
-        keys, values = stack_sequences(self.path, items)
-        del items
+        keys, values = batch
         if len(keys):
             if int(keys.min()) <= self.served:
                 raise UnorderedSequencesError
@@ -184,9 +158,7 @@ class SpilledSequences(SequenceSource):
         self.spill = spill_dir / "sequences.bin"
         keys: list[np.ndarray] = []
         with self.spill.open("wb") as file:
-            for items in iter_dict_pickle(path, batch_items=SEQ_BATCH_ITEMS):
-                batch_keys, values = stack_sequences(path, items)
-                del items
+            for batch_keys, values in sequence_batches(path, SEQ_BATCH_ITEMS):
                 keys.append(batch_keys)
                 file.write(np.ascontiguousarray(values).tobytes())
         self.records = sum(map(len, keys))
@@ -220,15 +192,12 @@ class SpilledSequences(SequenceSource):
 
 
 def sequence_columns(seq: np.ndarray, path: Path, acc: Accumulator) -> dict[str, np.ndarray]:
-    """Split ``[R, 50, 10]`` sequences into the store's per-column ``[R, 50]`` arrays (checked, narrowed)."""
+    """Split ``[R, 50, 10]`` sequences into the per-column ``[R, 50]`` arrays of the store (checked, narrowed)."""
     valid = seq[:, :, SEQ_ARRAY_COLUMNS.index("time_ms")] > 0
     out: dict[str, np.ndarray] = {}
     for j, name in enumerate(SEQ_ARRAY_COLUMNS):
-        values = seq[:, :, j]
+        values = SEQ_DOMAINS[name].check(seq[:, :, j], path, f"column {j} ({name})")
         if name in ITEM_ID_COLUMNS:
-            values = check_ids(values, path, f"column {j} ({name})")
             acc.observe(name, values[valid])
-        elif name not in ("time_ms", "request_id", "upload_timestamp"):
-            values = narrow(values, np.int32, path, f"column {j} ({name})")
         out[f"seq_{name}"] = np.ascontiguousarray(values)
     return out

@@ -10,13 +10,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from stcrank.data.recflow.errors import RecFlowFormatError
-from stcrank.data.recflow.importer.rows import UNFLAGGED, Accumulator, check_ids, narrow
+from stcrank.data.recflow.domains import STAGE_ARRAY_DOMAINS
+from stcrank.data.recflow.importer.killpoints import kill_point
+from stcrank.data.recflow.importer.rows import Accumulator
 from stcrank.data.recflow.importer.sequences import SEQ_BATCH_ITEMS
 from stcrank.data.recflow.importer.writing import Clock, write_tables
 from stcrank.data.recflow.official import DayFiles
-from stcrank.data.recflow.pickles import iter_dict_pickle
-from stcrank.data.recflow.schema import DAYS_DIR, ITEM_ID_COLUMNS, N_STAGES, STAGE_ARRAY_COLUMNS, STAGE_CODE
+from stcrank.data.recflow.pickle_contents import ubm_batches
+from stcrank.data.recflow.schema import ITEM_ID_COLUMNS, N_STAGES, STAGE_ARRAY_COLUMNS, STAGE_CODE
 
 logger = logging.getLogger(__name__)
 
@@ -24,96 +25,90 @@ UbmSource = Literal["pickle", "all_stage", "none"]
 """Where a day's ``ubm`` table comes from: the UBM pickle, the imported stage rows of past requests, or nowhere."""
 
 
-def ubm_batch(path: Path, items: list[tuple[Any, Any]]) -> tuple[np.ndarray, np.ndarray, np.ndarray, set[str], int]:
-    """Request ids, stage codes and ``(n, 8)`` rows of a batch of UBM items; unknown stage keys (and count) dropped."""
-    request_ids: list[int] = []
-    codes: list[int] = []
-    arrays: list[np.ndarray] = []
-    unknown: set[str] = set()
-    n_unknown = 0
-    try:  # per-request Python is unavoidable here: the pickle is a dict of dicts
-        for request_id, stages in items:
-            for stage, array in stages.items():
-                code = STAGE_CODE.get(stage, -1)
-                if code < 0 or code == UNFLAGGED:
-                    unknown.add(str(stage))
-                    n_unknown += 1
-                    continue
-                request_ids.append(request_id)
-                codes.append(code)
-                arrays.append(array)
-    except AttributeError as error:
-        raise RecFlowFormatError(f"{path}: a value is not a dict stage -> array ({error}); expected dicts") from error
-    width = len(STAGE_ARRAY_COLUMNS)
-    try:
-        counts = np.fromiter(map(len, arrays), dtype=np.int64, count=len(arrays))
-        matrix = np.concatenate(arrays) if arrays else np.zeros((0, width), np.int64)
-    except (TypeError, ValueError) as error:
-        shapes = sorted({str(np.shape(array)) for array in arrays})[:5]
-        raise RecFlowFormatError(f"{path}: stage arrays have shapes {shapes}; expected (n, {width})") from error
-    if matrix.ndim != 2 or matrix.shape[1] != width or matrix.dtype.kind not in "iu":
-        raise RecFlowFormatError(
-            f"{path}: stage arrays have shape (n, {matrix.shape[1:]}) and dtype {matrix.dtype}; expected integer "
-            f"arrays (n, {width}) with columns {list(STAGE_ARRAY_COLUMNS)}"
-        )
-    rid = np.repeat(np.asarray(request_ids, dtype=np.int64), counts)
-    return rid, np.repeat(np.asarray(codes, dtype=np.int8), counts), matrix, unknown, n_unknown
-
-
 def ubm_columns(path: Path, matrix: np.ndarray, observed: dict[str, int]) -> dict[str, np.ndarray]:
-    """The 8 stage-array columns of ``(n, 8)`` UBM rows, checked and narrowed (``observed`` gets the largest ids)."""
+    """The 8 stage-array columns of ``(n, 8)`` UBM rows, checked against their domains (and their largest ids)."""
     columns: dict[str, np.ndarray] = {}
     for j, name in enumerate(STAGE_ARRAY_COLUMNS):
-        values = matrix[:, j]
-        if name in ITEM_ID_COLUMNS:
-            values = check_ids(values, path, f"column {j} ({name})")
-            if len(values):
-                observed[name] = max(observed.get(name, -1), int(values.max()))
-        elif name == "effective_view":
-            values = values.astype(np.int8)
-        elif name != "upload_timestamp":
-            values = narrow(values, np.int32, path, f"column {j} ({name})")
+        values = STAGE_ARRAY_DOMAINS[name].check(matrix[:, j], path, f"column {j} ({name})")
+        if name in ITEM_ID_COLUMNS and len(values):
+            observed[name] = max(observed.get(name, -1), int(values.max()))
         columns[name] = np.ascontiguousarray(values)
     return columns
 
 
-def read_ubm(path: Path) -> tuple[pa.Table, dict[str, int], dict[str, int]]:
+def sort_by_request_and_stage(columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Rows ordered by (request_id, stage), file order kept within a stage (no combined key that could overflow)."""
+    rid, stage = columns["request_id"], columns["stage"]
+    if len(rid) < 2:
+        return columns
+    ordered = bool(np.all((rid[1:] > rid[:-1]) | ((rid[1:] == rid[:-1]) & (stage[1:] >= stage[:-1]))))
+    if ordered:
+        return columns
+    order = np.lexsort((stage, rid))  # stable: rows of a (request, stage) keep their order
+    return {name: values[order] for name, values in columns.items()}
+
+
+def _empty_ubm() -> dict[str, np.ndarray]:
+    columns = {"request_id": np.zeros(0, np.int64), "stage": np.zeros(0, np.int8)}
+    columns.update({name: np.zeros(0, STAGE_ARRAY_DOMAINS[name].dtype) for name in STAGE_ARRAY_COLUMNS})
+    return columns
+
+
+def read_ubm(path: Path, referenced: np.ndarray) -> tuple[pa.Table, dict[str, Any], dict[str, int]]:
     """The day's ``ubm_seq_request_id_dict`` as rows (request_id, stage, the 8 stage-array columns).
 
-    The pickle is streamed (:func:`~stcrank.data.recflow.pickles.iter_dict_pickle`) and each batch of requests is
-    turned into checked, narrowed columns at once, so the dict of arrays never exists whole.
+    The pickle is streamed (:func:`~stcrank.data.recflow.pickle_contents.ubm_batches`) and each batch of requests
+    is turned into checked, narrowed columns at once, so the dict of arrays never exists whole. A request that
+    occurs twice keeps its later value, as in the dict.
+
+    Args:
+        path: The pickle.
+        referenced: The past requests the day's sequences reference (sorted, unique): how many of them the
+            pickle covers is reported.
 
     Returns:
-        The table, its row counts, and the largest id of each item feature (thread-safe: mutates nothing).
+        The table, its row counts and coverage, and the largest id of each item feature (mutates nothing).
     """
     parts: dict[str, list[np.ndarray]] = {name: [] for name in ("request_id", "stage", *STAGE_ARRAY_COLUMNS)}
+    item_of_row: list[np.ndarray] = []
+    keys: list[np.ndarray] = []
     unknown: set[str] = set()
     observed: dict[str, int] = {}
-    n_requests = n_unknown = 0
-    for items in iter_dict_pickle(path, batch_items=SEQ_BATCH_ITEMS):
-        rid, stage, matrix, batch_unknown, batch_n_unknown = ubm_batch(path, items)
-        n_requests += len(items)
-        n_unknown += batch_n_unknown
-        unknown |= batch_unknown
-        del items
-        parts["request_id"].append(rid)
-        parts["stage"].append(stage)
-        for name, values in ubm_columns(path, matrix, observed).items():
+    n_unknown = 0
+    for batch in ubm_batches(path, SEQ_BATCH_ITEMS):
+        first_item = sum(map(len, keys))
+        keys.append(batch.keys)
+        n_unknown += batch.n_unknown
+        unknown |= batch.unknown
+        item_of_row.append(batch.item + first_item)  # to keep the later value of a repeated key
+        parts["request_id"].append(batch.request_id)
+        parts["stage"].append(batch.stage)
+        for name, values in ubm_columns(path, batch.matrix, observed).items():
             parts[name].append(values)
     if unknown:
         logger.warning("%s: ignored unknown stage keys %s", path, sorted(unknown))
-    empty = ubm_columns(path, np.zeros((0, len(STAGE_ARRAY_COLUMNS)), np.int64), {})
-    empty.update(request_id=np.zeros(0, np.int64), stage=np.zeros(0, np.int8))
+    empty = _empty_ubm()
     columns: dict[str, np.ndarray] = {}
     for name in parts:  # one column at a time: the parts of the others are not copied meanwhile
         columns[name] = np.concatenate(parts[name]) if parts[name] else empty[name]
         parts[name] = []
-    key = columns["request_id"] * N_STAGES + columns["stage"]
-    if np.any(key[1:] < key[:-1]):
-        order = np.argsort(key, kind="stable")
-        columns = {name: values[order] for name, values in columns.items()}
-    del key
-    stats = {"ubm_requests": n_requests, "ubm_rows": len(columns["request_id"]), "ubm_unknown_stage_keys": n_unknown}
+    all_keys = np.concatenate(keys) if keys else np.zeros(0, np.int64)
+    distinct = np.unique(all_keys)
+    if len(distinct) < len(all_keys):  # a repeated key: the dict keeps its last value
+        item = np.concatenate(item_of_row)
+        last = np.zeros(len(distinct), dtype=np.int64)
+        np.maximum.at(last, np.searchsorted(distinct, all_keys), np.arange(len(all_keys)))
+        keep = item == last[np.searchsorted(distinct, columns["request_id"])]
+        columns = {name: values[keep] for name, values in columns.items()}
+    columns = sort_by_request_and_stage(columns)
+    found = int(np.isin(referenced, distinct, assume_unique=True).sum())
+    stats = {
+        "ubm_requests": len(distinct),
+        "ubm_rows": len(columns["request_id"]),
+        "ubm_unknown_stage_keys": n_unknown,
+        "ubm_referenced_requests": len(referenced),
+        "ubm_referenced_found": found,
+    }
     return pa.table(columns), stats, observed
 
 
@@ -122,37 +117,42 @@ def import_ubm(
     partition: Path,
     acc: Accumulator,
     ubm: UbmSource,
-    referenced: np.ndarray | None,
-    store_root: Path | None,
+    referenced: np.ndarray,
+    previous: list[Path],
     clock: Clock,
     stats: dict[str, Any],
 ) -> None:
-    """Write the day's ``ubm`` table from the UBM pickle, or derive it from the imported stage rows, or not."""
+    """Write the day's ``ubm`` table from the UBM pickle, or derive it from the imported stage rows, or not.
+
+    Args:
+        files: The day's files.
+        partition: The partition being written.
+        acc: What the import learns across days.
+        ubm: Where the table comes from.
+        referenced: The past requests the day's sequences reference (sorted, unique).
+        previous: The partitions this import has completed so far (``ubm="all_stage"`` reads only these and the
+            day's own, never a partition left by another run).
+        clock: The day's phase timer.
+        stats: The day's counts (updated).
+    """
     stats["ubm_source"] = ubm
     if ubm == "none":
         return
     if ubm == "all_stage":
         with clock("ubm"):
-            table, ubm_stats, observed = derive_ubm(
-                referenced, partitions_before(store_root or partition.parent.parent, partition)
-            )
+            table, ubm_stats, observed = derive_ubm(referenced, [*previous, partition])
             write_tables(partition, {"ubm": table})
     elif files.ubm_seq_request_id_dict.is_file():
         with clock("ubm"):
-            table, ubm_stats, observed = read_ubm(files.ubm_seq_request_id_dict)
+            table, ubm_stats, observed = read_ubm(files.ubm_seq_request_id_dict, referenced)
             write_tables(partition, {"ubm": table})
     else:
         logger.warning("%s: absent; the day has no UBM table", files.ubm_seq_request_id_dict)
         return
+    kill_point("ubm")
     stats.update(ubm_stats)
     for name, value in observed.items():
         acc.observed_max[name] = max(acc.observed_max.get(name, -1), value)
-
-
-def partitions_before(store_root: Path, partition: Path) -> list[Path]:
-    """The complete day partitions of the store so far, then the day being written."""
-    days = sorted(p for p in (store_root / DAYS_DIR).iterdir() if p.is_dir() and not p.name.startswith("."))
-    return [*days, partition]
 
 
 UBM_STAGES: tuple[str, ...] = ("rank_pos",)
@@ -205,14 +205,17 @@ def derive_ubm(
             part = {"request_id": rid[owners[keep]]}
             part.update({name: data.column(name).to_numpy()[keep] for name in names})
             parts.append(part)
+    empty = _empty_ubm()
     columns = {
-        name: np.concatenate([p[name] for p in parts]) if parts else np.zeros(0, np.int64)
-        for name in ["request_id", *names]
+        name: np.concatenate([p[name] for p in parts]) if parts else empty[name] for name in ["request_id", *names]
     }
-    key = columns["request_id"] * N_STAGES + columns["stage"]
-    if len(key) and np.any(key[1:] < key[:-1]):
-        order = np.argsort(key, kind="stable")
-        columns = {name: values[order] for name, values in columns.items()}
+    columns = sort_by_request_and_stage(columns)
     observed = {n: int(columns[n].max()) for n in ITEM_ID_COLUMNS if len(columns[n])}
-    stats = {"ubm_requests": found, "ubm_rows": len(columns["request_id"]), "ubm_unknown_stage_keys": 0}
+    stats = {
+        "ubm_requests": found,
+        "ubm_rows": len(columns["request_id"]),
+        "ubm_unknown_stage_keys": 0,
+        "ubm_referenced_requests": len(referenced),
+        "ubm_referenced_found": found,
+    }
     return pa.table(columns), stats, observed
