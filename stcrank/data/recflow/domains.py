@@ -49,24 +49,26 @@ class Domain:
     dtype: type[np.integer]
     meaning: str
 
-    def check(self, values: np.ndarray, path: str | Path, column: str) -> np.ndarray:
+    def check(self, values: np.ndarray, path: str | Path, column: str, position: int | None = None) -> np.ndarray:
         """Check that every value lies in the domain and return them as :attr:`dtype`.
 
         Args:
             values: Integer values (any integer dtype, unsigned included).
             path: The file they come from (for the message).
             column: The column as the user knows it (for the message).
+            position: The column's index in the arrays of a pickle, if it comes from one (for the message).
 
         Raises:
             RecFlowFormatError: Naming the file, the column, the range found and the domain.
         """
+        where = f"column {column!r}" + (f" (index {position} of the arrays)" if position is not None else "")
         if values.dtype.kind not in "iu":
-            raise RecFlowFormatError(f"{path}: column {column!r} has dtype {values.dtype}; expected integers")
+            raise RecFlowFormatError(f"{path}: {where} has dtype {values.dtype}; expected integers")
         if values.size:
             low, high = int(values.min()), int(values.max())
             if low < self.low or high > self.high:
                 raise RecFlowFormatError(
-                    f"{path}: column {column!r} has values in [{low}, {high}]; expected {self.meaning} "
+                    f"{path}: {where} has values in [{low}, {high}]; expected {self.meaning} "
                     f"(in [{self.low}, {self.high}])"
                 )
         return values.astype(self.dtype, copy=False)

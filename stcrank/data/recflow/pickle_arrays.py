@@ -213,7 +213,7 @@ def read_reconstruct(
     reader._charge(n + (553 if inline_b else 512), at)
     raw = buf[start:stop]
     order = "F" if fortran == b"\x88" else "C"
-    origin = ("bytes", reader.base + start, n)
+    origin = ("bytes", reader.source.base + start, n)
     slot = ArraySlot(
         frombuffer(raw, dtype=dtype.dtype).reshape(shape, order=order), (origin, dtype.dtype, shape, order)
     )
@@ -264,7 +264,7 @@ def read_frombuffer(
     if is_bytearray:
         raw = bytearray(raw)
     reader._charge(n + (321 if inline_order else 280), at)
-    origin = ("bytearray" if is_bytearray else "bytes", reader.base + start, n)
+    origin = ("bytearray" if is_bytearray else "bytes", reader.source.base + start, n)
     try:
         array = make_array(raw, dtype, shape, order)
     except PickleContentError as error:

@@ -32,11 +32,8 @@ charged again), so memory stays bounded by a batch whatever the file holds.
 from __future__ import annotations
 
 import codecs
-import io
-import os
 import struct
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -54,6 +51,7 @@ from stcrank.data.recflow.pickle_builders import (
     build_from_buffer,
     describe,
 )
+from stcrank.data.recflow.pickle_input import LINE, PickleInput, ascii_name, decode_payload, memo_index
 
 BUDGET_FACTOR = 16
 """A pickle may decode to at most this many times its file size, plus :data:`BUDGET_FLOOR`."""
@@ -63,10 +61,7 @@ MEMO_FLOOR = 1 << 20
 """Memo entries any pickle may hold at once, plus one per 16 bytes of file."""
 PRUNE_ITEMS = 4096
 """Top-level items between two prunings of the memo when streaming."""
-BLOCK = 1 << 20
-"""Bytes read from the file at a time."""
 
-_LINE = 256  # longest text argument of a name, number or memo index (protocol 0 and GLOBAL)
 _MAX_LONG_BYTES = 64  # LONG1/LONG4: ints of up to 512 bits (keys and counts fit in 64)
 _SMALL = 64  # payloads up to this size are kept by a pruning and are not charged again when referenced
 _SCALARS = (type(None), bool, int, float, str, bytes, Global, DtypeSlot)
@@ -124,38 +119,6 @@ class _Released:
         (self.kind, self.offset, self.length), self.dtype, self.shape, self.order = origin
 
 
-class _Source:
-    """The bytes of a pickle: a file read block by block (``pread`` for what is read again), or bytes."""
-
-    def __init__(self, path: Path | None = None, data: bytes | None = None) -> None:
-        if path is not None:
-            self.file: Any = path.open("rb")
-            self.size = os.fstat(self.file.fileno()).st_size
-            self.fd: int | None = self.file.fileno()
-        else:
-            assert data is not None
-            self.file = io.BytesIO(data)
-            self.size = len(data)
-            self.fd = None
-        self.data = data
-
-    def read(self, n: int) -> bytes:
-        return self.file.read(n)
-
-    def pread(self, offset: int, n: int) -> bytes:
-        if self.fd is not None:
-            out = os.pread(self.fd, n, offset)
-        else:
-            assert self.data is not None
-            out = self.data[offset : offset + n]
-        if len(out) != n:
-            raise OSError(f"the file changed while it was read (wanted {n} bytes at {offset})")
-        return out
-
-    def close(self) -> None:
-        self.file.close()
-
-
 def _pop_mark(stack: list[Any], marks: list[int], at: int) -> list[Any]:
     """The objects above the last MARK (removed from the stack, with the mark)."""
     if not marks:
@@ -164,19 +127,6 @@ def _pop_mark(stack: list[Any], marks: list[int], at: int) -> list[Any]:
     items = stack[k:]
     del stack[k:]
     return items
-
-
-def _decode_payload(origin: tuple[str, int, int], raw: bytes) -> Any:
-    kind = origin[0]
-    if kind == "bytes":
-        return raw
-    if kind == "bytearray":
-        return bytearray(raw)
-    if kind == "utf8":
-        return raw.decode("utf-8", "surrogatepass")
-    if kind == "latin1":  # _codecs.encode(text, "latin1") of a UTF-8 text payload
-        return raw.decode("utf-8", "surrogatepass").encode("latin-1")
-    raise AssertionError(kind)
 
 
 class PickleReader:
@@ -190,7 +140,7 @@ class PickleReader:
     """
 
     def __init__(
-        self, source: _Source, stream: bool = False, batch_items: int = 1000, prune_items: int | None = PRUNE_ITEMS
+        self, source: PickleInput, stream: bool = False, batch_items: int = 1000, prune_items: int | None = PRUNE_ITEMS
     ) -> None:
         self.source = source
         self.stream = stream
@@ -199,7 +149,6 @@ class PickleReader:
         self.limit = BUDGET_FACTOR * source.size + BUDGET_FLOOR
         self.memo_limit = MEMO_FLOOR + source.size // 16
         self.charged = 0
-        self.base = 0  # file offset of buf[0]
         self.result: Any = None
         self.sink = _Sink() if stream else None
         self.payload_origin: dict[int, tuple[Any, tuple[str, int, int]]] = {}
@@ -207,16 +156,6 @@ class PickleReader:
         self.dropped: set[int] = set()  # other memo indices a pruning dropped (to name them in an error)
 
     # -- helpers -----------------------------------------------------------------------------------------------
-
-    def _fill(self, buf: bytes, pos: int, n: int) -> bytes:
-        """A buffer starting at ``pos`` of ``buf`` holding at least ``n`` bytes (fewer only at the end of the file)."""
-        rest = buf[pos:]
-        self.base += pos
-        more = self.source.read(max(n - len(rest), BLOCK))
-        return rest + more if rest else more
-
-    def _error(self, message: str, offset: int) -> PickleFormatError:
-        return PickleFormatError(message, offset)
 
     def _charge(self, n: int, offset: int) -> None:
         self.charged += n
@@ -264,7 +203,7 @@ class PickleReader:
                 f"refers at byte {offset} to memo entry {index}, which was never stored; the file is corrupt", offset
             )
         self._charge(released.length + 112, offset)
-        raw = _decode_payload(
+        raw = decode_payload(
             (released.kind, released.offset, released.length),
             self.source.pread(released.offset, released.length),
         )
@@ -315,11 +254,13 @@ class PickleReader:
             yield from self._loop()
         except (IndexError, struct.error):
             raise PickleFormatError(
-                f"ends inside an instruction or is corrupt near byte {self.base}; expected a complete pickle", self.base
+                f"ends inside an instruction or is corrupt near byte {self.source.base}; expected a complete pickle",
+                self.source.base,
             ) from None
         except (MemoryError, OverflowError, RecursionError) as error:
             raise PickleFormatError(
-                f"could not be decoded ({type(error).__name__}) near byte {self.base}; the file is corrupt", self.base
+                f"could not be decoded ({type(error).__name__}) near byte {self.source.base}; the file is corrupt",
+                self.source.base,
             ) from None
 
     def _loop(self) -> Iterator[list[tuple[Any, Any]]]:
@@ -347,14 +288,14 @@ class PickleReader:
 
         while True:
             if end - pos < 9:
-                buf = self._fill(buf, pos, 9)
+                buf = self.source.fill(buf, pos, 9)
                 pos, end = 0, len(buf)
                 if not end:
                     raise PickleFormatError(
                         f"ends at byte {size} without a STOP; the file is truncated, expected a complete pickle",
                         size,
                     )
-            at = self.base + pos
+            at = self.source.base + pos
             op = buf[pos]
             pos += 1
             # the opcodes of an array item come first: they are most of a RecFlow pickle
@@ -380,7 +321,7 @@ class PickleReader:
                     pos += 4
                 else:
                     line, buf, pos, end = self._line(buf, pos, at)
-                    index = self._int(line, at)
+                    index = memo_index(line, at)
                 obj = memo.get(index, _ABSENT)
                 if obj is _ABSENT:
                     stack.append(self._missing(index, at))
@@ -409,7 +350,7 @@ class PickleReader:
                     pos += 4
                 else:
                     line, buf, pos, end = self._line(buf, pos, at)
-                    index = self._int(line, at)
+                    index = memo_index(line, at)
                     if index < 0:
                         raise PickleFormatError(f"a negative memo index at byte {at}; the file is corrupt", at)
                 if not stack:
@@ -449,7 +390,7 @@ class PickleReader:
                 else:
                     (n,) = unpack_u64(buf, pos)
                     pos += 8
-                start = self.base + pos
+                start = self.source.base + pos
                 payload, buf, pos, end = self._payload(buf, pos, end, n, at)
                 if op == 0x96:  # BYTEARRAY8
                     payload = bytearray(payload)
@@ -527,7 +468,7 @@ class PickleReader:
                 else:
                     (n,) = unpack_u64(buf, pos)
                     pos += 8
-                start = self.base + pos
+                start = self.source.base + pos
                 payload, buf, pos, end = self._payload(buf, pos, end, n, at)
                 try:
                     text = payload.decode("utf-8", "surrogatepass")
@@ -636,7 +577,7 @@ class PickleReader:
                 if op == 0x63:  # GLOBAL
                     module, buf, pos, end = self._line(buf, pos, at)
                     name, buf, pos, end = self._line(buf, pos, at)
-                    module, name = self._ascii(module, at), self._ascii(name, at)
+                    module, name = ascii_name(module, at), ascii_name(name, at)
                 else:
                     if len(stack) < 2 or (marks and marks[-1] > len(stack) - 2):
                         raise PickleFormatError(f"a STACK_GLOBAL at byte {at} without a module and a name", at)
@@ -745,65 +686,18 @@ class PickleReader:
                 )
             raise PickleFormatError(f"has an unknown opcode 0x{op:02x} at byte {at}; the file is corrupt", at)
 
-    # -- argument readers ----------------------------------------------------------------------------------------
-
     def _payload(self, buf: bytes, pos: int, end: int, n: int, at: int) -> tuple[bytes, bytes, int, int]:
-        """``n`` bytes at ``pos`` (checked against the file's size and the budget before they are read)."""
-        left = self.source.size - self.base - pos
-        if n > left:
-            raise PickleFormatError(
-                f"announces {n:,} bytes at byte {at} but only {max(left, 0):,} follow; the file is truncated or "
-                "corrupt",
-                at,
-            )
+        """``n`` bytes at ``pos``: checked against the file's size, then charged, then read."""
+        self.source.check_length(n, pos, at)
         self._charge(n + 40, at)
-        if end - pos >= n:
-            return buf[pos : pos + n], buf, pos + n, end
-        if n > BLOCK:  # a large payload: read it past the buffer, without growing the buffer to it
-            have = buf[pos:]
-            self.base += end
-            payload = have + self.source.read(n - len(have))
-            self.base += n - len(have)
-            if len(payload) != n:
-                raise PickleFormatError(f"ends inside a payload at byte {at}; the file is truncated", at)
-            return payload, b"", 0, 0
-        buf = self._fill(buf, pos, n)
-        if len(buf) < n:
-            raise PickleFormatError(f"ends inside a payload at byte {at}; the file is truncated", at)
-        return buf[:n], buf, n, len(buf)
+        return self.source.payload(buf, pos, end, n, at)
 
     def _line(self, buf: bytes, pos: int, at: int, long: bool = False) -> tuple[bytes, bytes, int, int]:
-        """A text argument up to its newline (at most 256 bytes, or the budget for protocol 0 strings)."""
-        cap = self.limit - self.charged if long else _LINE
-        newline = buf.find(b"\n", pos, pos + cap + 1)
-        while newline < 0:
-            have = len(buf) - pos
-            if have > cap:
-                raise PickleFormatError(
-                    f"a text argument at byte {at} longer than {cap:,} bytes; the file is corrupt", at
-                )
-            grown = self._fill(buf, pos, have + BLOCK)
-            if len(grown) == have:
-                raise PickleFormatError(f"ends inside a text argument at byte {at}; the file is truncated", at)
-            buf, pos = grown, 0
-            newline = buf.find(b"\n", 0, cap + 1)
+        """A text argument (a protocol 0 string may take what is left of the budget, other arguments 256 bytes)."""
+        line, buf, pos, end = self.source.line(buf, pos, at, self.limit - self.charged if long else LINE)
         if long:
-            self._charge(newline - pos + 40, at)
-        return buf[pos:newline], buf, newline + 1, len(buf)
-
-    @staticmethod
-    def _ascii(text: bytes, at: int) -> str:
-        try:
-            return text.decode("ascii")
-        except UnicodeDecodeError:
-            raise PickleFormatError(f"a global name that is not ASCII at byte {at}", at) from None
-
-    @staticmethod
-    def _int(line: bytes, at: int) -> int:
-        try:
-            return int(line)
-        except ValueError:
-            raise PickleFormatError(f"a memo index {line[:20]!r} at byte {at}; the file is corrupt", at) from None
+            self._charge(len(line) + 40, at)
+        return line, buf, pos, end
 
     def _text_value(self, op: int, line: bytes, at: int) -> Any:
         try:

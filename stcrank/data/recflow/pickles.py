@@ -30,12 +30,12 @@ from typing import Any
 
 from stcrank.data.recflow.errors import RecFlowFormatError
 from stcrank.data.recflow.pickle_builders import BUILDERS
+from stcrank.data.recflow.pickle_input import PickleInput
 from stcrank.data.recflow.pickle_reader import (
     PRUNE_ITEMS,
     PickleCodeError,
     PickleFormatError,
     PickleReader,
-    _Source,
 )
 
 ALLOWED_GLOBALS: frozenset[tuple[str, str]] = frozenset(BUILDERS)
@@ -65,7 +65,7 @@ class UnsafePickleError(RecFlowFormatError, pickle.UnpicklingError):
         )
 
 
-def _reader(source: _Source, stream: bool, batch_items: int = 1000, prune_items: int | None = PRUNE_ITEMS) -> Any:
+def _reader(source: PickleInput, stream: bool, batch_items: int = 1000, prune_items: int | None = PRUNE_ITEMS) -> Any:
     return PickleReader(source, stream=stream, batch_items=batch_items, prune_items=prune_items)
 
 
@@ -75,9 +75,9 @@ def _translate(error: Exception, name: str) -> Exception:
     return RecFlowFormatError(f"{name}: {error}")
 
 
-def _open(path: Path) -> _Source:
+def _open(path: Path) -> PickleInput:
     try:
-        return _Source(path=path)
+        return PickleInput(path=path)
     except FileNotFoundError as error:
         raise RecFlowFormatError(f"{path}: file not found") from error
     except OSError as error:
@@ -118,7 +118,7 @@ def loads_pickle(data: bytes, source: str = "<bytes>") -> Any:
         source: A name for error messages.
     """
     try:
-        return _reader(_Source(data=bytes(data)), stream=False).load()
+        return _reader(PickleInput(data=bytes(data)), stream=False).load()
     except (PickleCodeError, PickleFormatError) as error:
         raise _translate(error, source) from None
 

@@ -196,7 +196,7 @@ def sequence_columns(seq: np.ndarray, path: Path, acc: Accumulator) -> dict[str,
     valid = seq[:, :, SEQ_ARRAY_COLUMNS.index("time_ms")] > 0
     out: dict[str, np.ndarray] = {}
     for j, name in enumerate(SEQ_ARRAY_COLUMNS):
-        values = SEQ_DOMAINS[name].check(seq[:, :, j], path, f"column {j} ({name})")
+        values = SEQ_DOMAINS[name].check(seq[:, :, j], path, name, j)
         if name in ITEM_ID_COLUMNS:
             acc.observe(name, values[valid])
         out[f"seq_{name}"] = np.ascontiguousarray(values)

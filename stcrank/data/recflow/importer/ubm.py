@@ -29,7 +29,7 @@ def ubm_columns(path: Path, matrix: np.ndarray, observed: dict[str, int]) -> dic
     """The 8 stage-array columns of ``(n, 8)`` UBM rows, checked against their domains (and their largest ids)."""
     columns: dict[str, np.ndarray] = {}
     for j, name in enumerate(STAGE_ARRAY_COLUMNS):
-        values = STAGE_ARRAY_DOMAINS[name].check(matrix[:, j], path, f"column {j} ({name})")
+        values = STAGE_ARRAY_DOMAINS[name].check(matrix[:, j], path, name, j)
         if name in ITEM_ID_COLUMNS and len(values):
             observed[name] = max(observed.get(name, -1), int(values.max()))
         columns[name] = np.ascontiguousarray(values)
