@@ -29,8 +29,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_CHUNK_ROWS = 4_000_000
 """Default bound on the stage rows of the day part a loader holds (about 1/13 of a RecFlow day)."""
 DEFAULT_MAX_FEATURE_SIZE = 100_000_000
-"""Default largest embedding table (rows) a feature may need: 3.2 GB of float32 at 8 dimensions (the release's
-largest, ``video_id``, has about 9M)."""
+"""Default number of rows of the largest embedding table a feature may need (3.2 GB of float32 at 8 dimensions).
+The release's largest feature, ``video_id``, has about 9M ids."""
 
 
 def check_feature_sizes(

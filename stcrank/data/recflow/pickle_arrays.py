@@ -36,29 +36,31 @@ _PUT = rb"(?:q(.)|r(.{4})|(\x94))"  # BINPUT, LONG_BINPUT, MEMOIZE
 _INTS = rb"((?:K.|M..|J.{4}){1,3})([\x85\x86\x87])"  # 1 to 3 ints and TUPLE1/2/3
 _BYTES = rb"(?:C(.)|B(.{4})|\x8e(.{8})|(\x96)(.{8}))"  # SHORT_BINBYTES, BINBYTES, BINBYTES8, BYTEARRAY8
 
+_G = rb"(h.|j.{4})"  # BINGET or LONG_BINGET, with its index
+_P = rb"(q.|r.{4}|\x94)"  # BINPUT, LONG_BINPUT (with its index) or MEMOIZE
+
 RECONSTRUCT = re.compile(
-    _GET  # numpy.ndarray
+    _G  # numpy.ndarray
     + rb"K\x00\x85"
-    + _PUT  # (0,)
+    + _P  # (0,)
     + rb"(?:"
-    + _GET
+    + _G
     + rb"|C\x01b"
-    + _PUT
-    + rb")"  # b"b"
+    + _P
+    + rb")"  # b"b", referred to or written
     + rb"\x87"
-    + _PUT  # (ndarray, (0,), b"b")
+    + _P  # (ndarray, (0,), b"b")
     + rb"R"
-    + _PUT  # _reconstruct(...): the empty array
-    + rb"\(K\x01"
-    + _INTS
-    + _PUT  # MARK, 1, the shape
-    + _GET  # the dtype
+    + _P  # _reconstruct(...): the empty array
+    + rb"\(K\x01((?:K.|M..|J.{4}){1,3})([\x85\x86\x87])"
+    + _P  # MARK, 1, the shape
+    + _G  # the dtype
     + rb"([\x88\x89])"  # is_fortran
-    + _BYTES,  # the raw data's length
+    + rb"(?:C(.)|B(.{4}))",  # the raw data's length
     re.DOTALL,
 )
 """Everything of a protocol 3 or 4 array after the reference to ``_reconstruct``, up to its raw data."""
-RECONSTRUCT_TAIL = re.compile(_PUT + rb"t" + _PUT + rb"b", re.DOTALL)
+RECONSTRUCT_TAIL = re.compile(_P + rb"t" + _P + rb"b", re.DOTALL)
 """After the raw data: its memo entry, the state tuple, its memo entry, ``BUILD``."""
 
 FROMBUFFER = re.compile(rb"\(" + _BYTES, re.DOTALL)
@@ -162,12 +164,9 @@ def read_reconstruct(
     match = RECONSTRUCT.match(buf, pos)
     if match is None:
         return None
-    (nd_s, nd_l, *p1, b_s, b_l, pb_s, pb_l, pb_m, p2_s, p2_l, p2_m, p3_s, p3_l, p3_m, ints, tup, p4_s, p4_l, p4_m) = (
-        match.groups()[:21]
-    )
-    dt_s, dt_l, fortran, n1, n4, n8, bytearray_op, _ = match.groups()[21:]
-    ndarray = memo.get(nd_s[0] if nd_s is not None else _U32(nd_l)[0])
-    if type(ndarray) is not Global or ndarray.build is not None or ndarray.name != "ndarray" or n8 or bytearray_op:
+    nd, p1, b_get, p_b, p2, p3, ints, tup, p4, dt, fortran, n1, n4 = match.groups()
+    ndarray = memo.get(nd[1] if len(nd) == 2 else _U32(nd, 1)[0])
+    if type(ndarray) is not Global or ndarray.build is not None or ndarray.name != "ndarray":
         return None
     n = n1[0] if n1 is not None else _U32(n4)[0]
     start = match.end()
@@ -181,26 +180,33 @@ def read_reconstruct(
         shape = _shape(ints, tup[0])
         if shape is None:
             return None
-    inline_b = b_s is None and b_l is None
-    # where the sequence stores its objects, and the memo references it makes in between (checked against them)
-    stores = _Stores(memo, count)
-    stores.add(_put(*p1))  # (0,)
-    if inline_b:
-        stores.add(_put(pb_s, pb_l, pb_m))
+    inline_b = b_get is None
+    p5, p6 = tail.groups()
+    puts = (p1, p_b, p2, p3, p4, p5, p6) if inline_b else (p1, p2, p3, p4, p5, p6)
+    # the memo indices the instructions store to, in order (MEMOIZE takes the count, a new index adds one)
+    if puts.count(b"\x94") == len(puts):  # protocol 4: memoized in order
+        written: list[int] | range = range(count, count + len(puts))
+        count += len(puts)
     else:
-        b_index = b_s[0] if b_s is not None else _U32(b_l)[0]
-        if b_index in stores.written or memo.get(b_index) != b"b":
+        written = []
+        for put in puts:
+            if len(put) == 1:
+                written.append(count)
+                count += 1
+            else:
+                index = put[1] if len(put) == 2 else _U32(put, 1)[0]
+                if index not in memo and index not in written:
+                    count += 1
+                written.append(index)
+    # the references it makes must not be to what it stores itself (the instructions would then read those)
+    if not inline_b:
+        b_index = b_get[1] if len(b_get) == 2 else _U32(b_get, 1)[0]
+        if b_index in written or memo.get(b_index) != b"b":
             return None
-    stores.add(_put(p2_s, p2_l, p2_m))  # (ndarray, (0,), b"b")
-    stores.add(_put(p3_s, p3_l, p3_m))  # the empty array
-    stores.add(_put(p4_s, p4_l, p4_m))  # the shape
-    dtype_index = dt_s[0] if dt_s is not None else _U32(dt_l)[0]
+    dtype_index = dt[1] if len(dt) == 2 else _U32(dt, 1)[0]
     dtype = memo.get(dtype_index)
-    if dtype_index in stores.written or type(dtype) is not DtypeSlot or not dtype.built:
+    if dtype_index in written or type(dtype) is not DtypeSlot or not dtype.built:
         return None
-    t = tail.groups()
-    stores.add(_put(t[0], t[1], t[2]))  # the raw data
-    stores.add(_put(t[3], t[4], t[5]))  # the state
     size = dtype.dtype.itemsize
     for dim in shape:
         size *= dim
@@ -210,19 +216,23 @@ def read_reconstruct(
             f"byte {at}; the sizes must match",
             at,
         )
-    reader._charge(n + (553 if inline_b else 512), at)
+    reader.charged += n + (553 if inline_b else 512)
+    if reader.charged > reader.limit:
+        reader._charge(0, at)
     raw = buf[start:stop]
     order = "F" if fortran == b"\x88" else "C"
     origin = ("bytes", reader.source.base + start, n)
     slot = ArraySlot(
         frombuffer(raw, dtype=dtype.dtype).reshape(shape, order=order), (origin, dtype.dtype, shape, order)
     )
-    if n > 64:
-        reader.payload_origin[id(raw)] = (raw, origin)
     zero = (0,)
-    values = [zero, b"b", (ndarray, zero, b"b")] if inline_b else [zero, (ndarray, zero, b"b")]
-    values += [slot, shape, raw, (1, shape, dtype, order == "F", raw)]
-    return slot, tail.end(), stores.apply(values)
+    values = (
+        (zero, b"b", (ndarray, zero, b"b"), slot, shape, raw, (1, shape, dtype, order == "F", raw))
+        if inline_b
+        else (zero, (ndarray, zero, b"b"), slot, shape, raw, (1, shape, dtype, order == "F", raw))
+    )
+    memo.update(zip(written, values, strict=True))  # in order: a later store to one index wins, as it would
+    return slot, tail.end(), count
 
 
 def read_frombuffer(

@@ -65,6 +65,7 @@ PRUNE_ITEMS = 4096
 _MAX_LONG_BYTES = 64  # LONG1/LONG4: ints of up to 512 bits (keys and counts fit in 64)
 _SMALL = 64  # payloads up to this size are kept by a pruning and are not charged again when referenced
 _SCALARS = (type(None), bool, int, float, str, bytes, Global, DtypeSlot)
+_UNCHARGED = frozenset((type(None), bool, int, float, Global, DtypeSlot))  # referred to again at no cost
 _ABSENT = object()
 _DROPPED_NAMES = 1 << 16  # memo indices of dropped objects remembered to explain a reference to one
 _KEYS = (type(None), bool, int, float, str, bytes)  # what the reader lets through as a dict key
@@ -337,9 +338,13 @@ class PickleReader:
                         slot, pos, memo_count = fast
                         stack.append(slot)
                         continue
-                if obj is sink:
+                kind = type(obj)
+                if kind in _UNCHARGED or ((kind is str or kind is bytes) and len(obj) <= _SMALL):
+                    stack.append(obj)
+                elif obj is sink:
                     raise PickleFormatError(f"refers to the top-level dict inside itself at byte {at}", at)
-                stack.append(obj if type(obj) in (Global, DtypeSlot, type(None), bool, int) else self._shared(obj, at))
+                else:
+                    stack.append(self._shared(obj, at))
                 continue
             if op in (0x71, 0x72, 0x70):  # BINPUT, LONG_BINPUT, PUT
                 if op == 0x71:  # BINPUT
