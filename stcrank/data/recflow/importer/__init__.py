@@ -11,13 +11,14 @@ The store (``docs/data_formats.md`` has the full description)::
     days/{date}/ubm.parquet           the UBM dict's stage rows keyed by past request_id (when present)
     others/{retrieval_test,coarse_rank_test,rank_test}.parquet   the official test files (when present)
 
-Each day is written into ``days/.{date}.partial-{pid}`` and renamed into place when complete, and the manifest is
-written last (also through a rename), so a killed import never leaves a store or a partition that reads as
-complete. ``all_stage`` is streamed in chunks of ``chunk_rows`` rows (a request straddling two chunks is carried
-over whole) and written as Parquet row groups, so memory is bounded by the chunk plus per-request and
-per-exposure arrays (``docs/data_formats.md`` lists them); a day whose rows are not grouped by increasing request
-id is read whole. Pickles are streamed through the restricted unpickler (the sequence dict a chunk of requests at
-a time), and nothing goes through pandas.
+The store is written next to ``dst`` and renamed into place only when complete, manifest included, under a lock
+(:mod:`~stcrank.data.recflow.importer.destination`): an interrupted import leaves ``dst`` as it was, and its re-run
+gives the same store as a clean import. ``all_stage`` is streamed in chunks of ``chunk_rows`` rows (a request
+straddling two chunks is carried over whole) and written as Parquet row groups, so memory is bounded by the chunk
+plus per-request and per-exposure arrays (``docs/data_formats.md`` lists them); a day whose rows are not grouped
+by increasing request id is read whole. Pickles are streamed through stcrank's own pickle reader (the sequence
+dict a chunk of requests at a time), every value is checked against its column's domain, every join of a day's
+files is counted, and nothing goes through pandas.
 
 IDs stay raw and 0-based in the store; the batch collate shifts every id by +1 so that 0 is padding. Time codes
 (weekday, hour, minute) are computed in UTC+8, never in the host's timezone.
@@ -27,7 +28,9 @@ Modules, one job each: :mod:`~stcrank.data.recflow.importer.command` (the comman
 into columns), :mod:`~stcrank.data.recflow.importer.sequences` and :mod:`~stcrank.data.recflow.importer.ubm`
 (the pickles' joins), :mod:`~stcrank.data.recflow.importer.writing` (Parquet),
 :mod:`~stcrank.data.recflow.importer.destination` (the store directory and atomic commits),
-:mod:`~stcrank.data.recflow.importer.sizes` and :mod:`~stcrank.data.recflow.importer.official_tests`.
+:mod:`~stcrank.data.recflow.importer.coverage` (the joins' checks), :mod:`~stcrank.data.recflow.importer.sizes`,
+:mod:`~stcrank.data.recflow.importer.official_tests` and :mod:`~stcrank.data.recflow.importer.killpoints` (a test
+hook).
 """
 
 from __future__ import annotations

@@ -50,10 +50,9 @@ import_recflow(src=sys.argv[1], dst=sys.argv[2], ubm=sys.argv[3], chunk_rows=int
 """
 
 CASES = [
-    *((point, "all_stage") for point in KILL_POINTS),
-    *((point, "pickle") for point in ("chunk", "ubm", "day-committed", "manifest", "swap")),
-    *((point, "none") for point in ("day-tables", "official-tests", "swap")),
+    (point, ubm) for ubm in ("all_stage", "pickle", "none") for point in KILL_POINTS if (point, ubm) != ("ubm", "none")
 ]
+"""Every point in every ``--ubm`` mode (with ``none`` there is no UBM table to kill the import in)."""
 
 
 @pytest.mark.slow
