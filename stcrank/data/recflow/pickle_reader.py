@@ -15,7 +15,7 @@ out-of-band buffers are refused. Memory is bounded three ways:
 * **A decoded-size budget.** Every payload (bytes, str), every object the reader creates and every extra reference
   to an array or a payload (a consumer copies it once per reference) is charged to a budget of
   ``16 * file size + 64 MiB``; a pickle that would decode to more is refused before the allocation. A RecFlow
-  pickle decodes to about its own size (1.1 to 3 times it with Python's object overheads).
+  pickle decodes to about its own size (1.1 to 1.5 times it with Python's object overheads on generated releases).
 * **No shared containers.** A memo reference (``GET``) or ``DUP`` of a dict or list, or of a tuple holding
   anything but scalars and strings, is refused, so the decoded objects form a tree whose size is what was
   charged (no "billion laughs" of nested references), and no container changes after it was placed in another.
