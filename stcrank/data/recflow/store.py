@@ -33,6 +33,7 @@ from stcrank.data.recflow.schema import (
     STAGE_CODE,
     STORE_FORMAT,
     STORE_FORMAT_VERSION,
+    is_date,
 )
 
 
@@ -54,14 +55,49 @@ def read_manifest(root: str | Path) -> dict[str, Any]:
         )
     try:
         manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise RecFlowFormatError(f"{path}: corrupt manifest ({error}); expected JSON") from error
+    if not isinstance(manifest, dict):
+        raise RecFlowFormatError(f"{path}: corrupt manifest (a JSON {type(manifest).__name__}); expected an object")
     if manifest.get("format") != STORE_FORMAT or manifest.get("format_version") != STORE_FORMAT_VERSION:
         raise RecFlowFormatError(
             f"{path}: format {manifest.get('format')!r} version {manifest.get('format_version')!r}; expected "
             f"{STORE_FORMAT!r} version {STORE_FORMAT_VERSION} (re-import the release)"
         )
+    problem = _manifest_problem(manifest)
+    if problem:
+        raise RecFlowFormatError(f"{path}: corrupt manifest ({problem}); re-import the release")
     return manifest
+
+
+def _manifest_problem(manifest: dict[str, Any]) -> str | None:
+    """What is wrong with the parts of a manifest that reading the store relies on, or None."""
+    days = manifest.get("days")
+    if not isinstance(days, list) or not days or not all(isinstance(d, str) and is_date(d) for d in days):
+        return "'days' is not a list of YYYY-MM-DD dates"
+    if manifest.get("test_day") not in days or not isinstance(manifest.get("train_days"), list):
+        return "'test_day' is not one of the days, or 'train_days' is missing"
+    if not set(manifest["train_days"]) <= set(days):
+        return "'train_days' are not among the days"
+    sizes = manifest.get("feature_sizes")
+    if not isinstance(sizes, dict) or not all(isinstance(v, int) and v > 0 for v in sizes.values()):
+        return "'feature_sizes' is not a map of positive ints"
+    files = manifest.get("files")
+    if not isinstance(files, dict):
+        return "'files' is missing"
+    for relative, entry in files.items():
+        parts = Path(relative).parts
+        if Path(relative).is_absolute() or ".." in parts or not parts or parts[0] not in (DAYS_DIR, OTHERS_DIR):
+            return f"file {relative!r} lies outside the store"
+        if (
+            not isinstance(entry, dict)
+            or not all(isinstance(entry.get(key), int) and entry[key] >= 0 for key in ("rows", "bytes"))
+            or not isinstance(entry.get("sha256"), str)
+        ):
+            return f"the entry of {relative!r} lacks its rows, bytes or sha256"
+    if not isinstance(manifest.get("rows"), dict) or not isinstance(manifest.get("official_tests", {}), dict):
+        return "'rows' or 'official_tests' is not a map"
+    return None
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,14 @@ from stcrank.data.recflow.importer.sizes import feature_sizes, read_id_cnt
 from stcrank.data.recflow.importer.ubm import UbmSource
 from stcrank.data.recflow.integrity import describe_files
 from stcrank.data.recflow.official import ReleaseLayout, feather_num_rows
-from stcrank.data.recflow.schema import OTHERS_DIR, STAGE_PRIORITY, STORE_FORMAT, STORE_FORMAT_VERSION, STORE_STAGES
+from stcrank.data.recflow.schema import (
+    OTHERS_DIR,
+    STAGE_PRIORITY,
+    STORE_FORMAT,
+    STORE_FORMAT_VERSION,
+    STORE_STAGES,
+    is_date,
+)
 from stcrank.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -52,7 +59,10 @@ def _unusable(layout: ReleaseLayout, date: str) -> str | None:
 def _choose_days(
     layout: ReleaseLayout, days: list[str] | None, on_missing_day: str
 ) -> tuple[list[str], dict[str, str]]:
-    wanted = sorted(days) if days is not None else layout.calendar()
+    bad = [day for day in days or () if not is_date(day)]
+    if bad:
+        raise ConfigError(f"--days {bad[0]!r} is not a date; expected YYYY-MM-DD dates")
+    wanted = sorted(set(days)) if days is not None else layout.calendar()
     if not wanted:
         raise RecFlowFormatError(f"{layout.root}: no day found; expected files like all_stage/2024-01-13.feather")
     skipped: dict[str, str] = {}
@@ -134,7 +144,7 @@ def import_recflow(
     _check_options(chunk_rows, ubm, min_join_coverage)
     layout = ReleaseLayout(src)
     chosen, skipped = _choose_days(layout, days, on_missing_day)
-    test_day = test_day or chosen[-1]
+    test_day = test_day if test_day is not None else chosen[-1]
     if test_day not in chosen:
         raise ConfigError(f"--test_day {test_day} is not among the imported days {chosen[0]} .. {chosen[-1]}")
     options = DayOptions(chunk_rows=chunk_rows, ubm=ubm, min_join_coverage=min_join_coverage)

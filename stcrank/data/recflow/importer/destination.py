@@ -153,6 +153,8 @@ class StoreDestination:
         """Staging and swapped-out directories of earlier imports into this destination (we hold the lock)."""
         for prefix in (f".{self.name}.staging-", f".{self.name}.old-"):
             for leftover in self.dst.parent.glob(f"{prefix}*"):
+                if not leftover.name[len(prefix) :].isdigit():  # another destination's (a name ending in a pid only)
+                    continue
                 if leftover.is_dir() and (is_store(leftover) or _is_leftover(leftover)):
                     logger.info("removing %s, left by an interrupted import", leftover)
                     shutil.rmtree(leftover)

@@ -92,3 +92,12 @@ def test_a_link_to_a_store_replaces_the_store_it_points_to(make_release, tmp_pat
     os.symlink(real, tmp_path / "link")
     import_recflow(src=str(release), dst=str(tmp_path / "link"), overwrite=True)
     assert (tmp_path / "link").is_symlink() and RecFlowStore(tmp_path / "link").days == ["2024-01-13"]
+
+
+def test_days_must_be_dates(make_release, tmp_path):
+    from stcrank.errors import ConfigError
+
+    release = make_release(days=1)
+    with pytest.raises(ConfigError, match=r"--days '\.\./\.\./x' is not a date"):
+        import_recflow(src=str(release), dst=str(tmp_path / "store"), days=["../../x"])
+    assert not (tmp_path / "store").exists()
