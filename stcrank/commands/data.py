@@ -1,4 +1,4 @@
-"""``stcrank data``: generate synthetic datasets and import real ones.
+"""``stcrank data``: generate synthetic datasets, import real ones, and verify a store.
 
 Each sub-command is a plain function whose signature and Google-style docstring become its options and
 ``--help`` text (through :func:`jsonargparse.CLI`). Only the chosen sub-command's module is imported; the list of
@@ -22,7 +22,8 @@ from stcrank.errors import UsageError
 
 SUBCOMMANDS: dict[str, str] = {
     "synth-recflow": "stcrank.data.recflow.synth:synth_recflow",
-    "import-recflow": "stcrank.data.recflow.importer:import_recflow",
+    "import-recflow": "stcrank.data.recflow.importer.command:import_recflow",
+    "verify": "stcrank.data.recflow.integrity:verify_store",
     "synth-eshop": "stcrank.data.eshop.synth:synth_eshop",
 }
 

@@ -30,6 +30,29 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_CHUNK_ROWS = 4_000_000
 """Default bound on the stage rows of the day part a loader holds (about 1/13 of a RecFlow day)."""
+DEFAULT_MAX_FEATURE_SIZE = 100_000_000
+"""Default number of rows of the largest embedding table a feature may need (3.2 GB of float32 at 8 dimensions).
+The release's largest feature, ``video_id``, has about 9M ids."""
+
+
+def check_feature_sizes(
+    sizes: dict[str, int], limit: int, observed_max: dict[str, int], root: str, option: str = "--data.max_feature_size"
+) -> None:
+    """Refuse feature sizes whose largest table exceeds ``limit`` rows, before anything is allocated.
+
+    Raises:
+        ConfigError: Naming the feature, its size, its largest id and the option to raise.
+    """
+    over = {name: size for name, size in sizes.items() if size > limit}
+    if over:
+        name, size = max(over.items(), key=lambda item: item[1])
+        largest = observed_max.get(name)
+        raise ConfigError(
+            f"{root}: feature {name!r} needs an embedding table of {size:,} rows"
+            + (f" (its largest id is {largest:,})" if largest is not None else "")
+            + f", over {option} {limit:,}; an id far beyond the others is usually a corrupt value (check the "
+            f"release and re-import), else raise {option}"
+        )
 
 
 def check_held_out_days(train_days: Sequence[str], test_day: str, val_day: str | None, test_day_given: bool) -> None:
@@ -112,6 +135,9 @@ class RecFlowDataModule(BaseDataModule):
             stage (``all_stage``) rows, and one part is loaded at a time. With several parts per day, training
             visits a day's parts in a seeded random order and shuffles rows within each part (a new permutation
             every epoch); a day that fits in one part is shuffled exactly as a whole day. None loads whole days.
+        max_feature_size: The largest embedding table (rows) a feature may need; a store whose ids need a larger
+            one is refused when the sizes are read, before any model allocates it (one corrupt id of 10**9 would
+            otherwise ask for tens of GB). Rows times the embedding dimension times 4 bytes is the table's memory.
     """
 
     SAMPLE_LAYOUTS: ClassVar[dict[str, str]] = {"exposures": "point-wise", "requests": "lists"}
@@ -133,12 +159,14 @@ class RecFlowDataModule(BaseDataModule):
         pin_memory: bool = False,
         seed: int = 0,
         chunk_rows: int | None = DEFAULT_CHUNK_ROWS,
+        max_feature_size: int = DEFAULT_MAX_FEATURE_SIZE,
     ) -> None:
         super().__init__()
         owner = type(self).__name__
         check_positive(owner, DATA, batch_size=batch_size, eval_batch_size=eval_batch_size, chunk_rows=chunk_rows)
-        check_positive(owner, DATA, max_candidates=max_candidates)
+        check_positive(owner, DATA, max_candidates=max_candidates, max_feature_size=max_feature_size)
         check_non_negative(owner, DATA, num_workers=num_workers)
+        self.max_feature_size = max_feature_size
         self.chunk_rows = chunk_rows
         self.root = str(root)
         self.batch_size = batch_size
@@ -188,8 +216,16 @@ class RecFlowDataModule(BaseDataModule):
 
     @property
     def feature_sizes(self) -> dict[str, int]:
-        """Embedding-table size of every categorical feature, read from the manifest only (count + 2)."""
-        return {name: int(size) for name, size in read_manifest(self.root)["feature_sizes"].items()}
+        """Embedding-table size of every categorical feature, read from the manifest only (count + 2).
+
+        Raises:
+            ConfigError: If a feature needs a table of more than ``max_feature_size`` rows (naming the feature,
+                its largest id and ``--data.max_feature_size``).
+        """
+        manifest = read_manifest(self.root)
+        sizes = {name: int(size) for name, size in manifest["feature_sizes"].items()}
+        check_feature_sizes(sizes, self.max_feature_size, manifest.get("observed_max_id", {}), self.root)
+        return sizes
 
     def sample_kinds(self) -> dict[str, SampleKind]:
         """The kinds of sample this module can train on, by name (extend in subclasses)."""

@@ -14,3 +14,10 @@ class RecFlowFormatError(StcrankError, ValueError):
 
 class MissingDayError(RecFlowFormatError):
     """A day of the release lacks one of its required files (or the whole day is absent)."""
+
+
+class StoreDestinationError(StcrankError, FileExistsError):
+    """The destination of an import cannot be written: it holds other files, is the release, or is in use.
+
+    The message names the directory and the option to change (``--dst``, ``--overwrite true``).
+    """

@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.feather as feather
 import pyarrow.ipc as ipc
 
+from stcrank.data.recflow.domains import ANY_INT32, ANY_INT64, FLAG, ID, Domain
 from stcrank.data.recflow.errors import RecFlowFormatError
 from stcrank.data.recflow.schema import TEST_FILES, is_date, parse_date
 
@@ -157,28 +158,17 @@ def _raise_missing(path: Path, missing: Sequence[str], present: Sequence[str]) -
 
 
 ColumnKind = Literal["id", "binary", "int32", "int64"]
-"""How a column is stored: ``id`` (non-negative, int32), ``binary`` (0/1, int8), ``int32`` or ``int64``."""
+"""Shorthands for common domains: ``id`` (non-negative, int32), ``binary`` (0/1, int8), ``int32`` or ``int64``."""
 
-_TARGET: dict[str, type[np.integer]] = {"id": np.int32, "binary": np.int8, "int32": np.int32, "int64": np.int64}
+_KIND_DOMAINS: dict[str, Domain] = {"id": ID, "binary": FLAG, "int32": ANY_INT32, "int64": ANY_INT64}
 
 
-def _check_chunk(values: np.ndarray, kind: str, path: Path, name: str) -> None:
-    if not len(values) or kind == "int64":
-        return
-    low, high = int(values.min()), int(values.max())
-    if kind == "id" and low < 0:
-        raise RecFlowFormatError(f"{path}: column {name!r} has negative values (min {low}); expected 0-based ids")
-    if kind == "binary" and (low < 0 or high > 1):
-        raise RecFlowFormatError(f"{path}: column {name!r} has values in [{low}, {high}]; expected 0/1")
-    info = np.iinfo(_TARGET[kind])
-    if low < info.min or high > info.max:
-        raise RecFlowFormatError(
-            f"{path}: column {name!r} has values in [{low}, {high}]; expected values that fit {info.dtype}"
-        )
+def _domain(kind: ColumnKind | Domain) -> Domain:
+    return kind if isinstance(kind, Domain) else _KIND_DOMAINS[kind]
 
 
 def _open_columns(
-    path: Path, kinds: Mapping[str, str], memory_map: bool = True
+    path: Path, kinds: Mapping[str, Domain], memory_map: bool = True
 ) -> tuple[Iterator[pa.RecordBatch], int]:
     """Record batches of the selected columns (validated names and types) and the number of rows."""
     table_or_reader = _open_feather(path, list(kinds), memory_map)
@@ -197,19 +187,26 @@ def _open_columns(
     return (reader.get_batch(i) for i in range(reader.num_record_batches)), reader.count_rows()
 
 
-def _decode(path: Path, batch: pa.RecordBatch, kinds: Mapping[str, str], out: dict[str, np.ndarray], at: int) -> None:
-    """Check one record batch's columns and copy them, narrowed, into ``out`` at row ``at``."""
+def _decode(
+    path: Path, batch: pa.RecordBatch, domains: Mapping[str, Domain], out: dict[str, np.ndarray], at: int
+) -> None:
+    """Check one record batch's columns against their domains and copy them, narrowed, into ``out`` at row ``at``."""
     n = batch.num_rows
-    for name, kind in kinds.items():
+    for name, domain in domains.items():
         column = batch.column(name)
         if column.null_count:
             raise RecFlowFormatError(f"{path}: column {name!r} has null values; expected integers only")
         values = column.to_numpy()
-        _check_chunk(values, kind, path, name)
+        if n:  # in the domain before the (unchecked) cast into the output: nothing wraps or truncates
+            low, high = int(values.min()), int(values.max())
+            if low < domain.low or high > domain.high:
+                domain.check(values, path, name)
         out[name][at : at + n] = values
 
 
-def read_feather_columns(path: str | Path, columns: Sequence[str] | Mapping[str, ColumnKind]) -> dict[str, np.ndarray]:
+def read_feather_columns(
+    path: str | Path, columns: Sequence[str] | Mapping[str, ColumnKind | Domain]
+) -> dict[str, np.ndarray]:
     """Read integer columns of a Feather file into numpy arrays, validating names, types, nulls and ranges.
 
     The file is memory-mapped and decoded one record batch at a time straight into the (narrower) output
@@ -218,21 +215,21 @@ def read_feather_columns(path: str | Path, columns: Sequence[str] | Mapping[str,
     Args:
         path: The Feather file.
         columns: Columns to read, as a sequence (kept as int64) or a mapping to their
-            :data:`ColumnKind` (checked and narrowed).
+            :class:`~stcrank.data.recflow.domains.Domain` or :data:`ColumnKind` (checked and narrowed).
 
     Returns:
         Column name -> 1-D integer array.
 
     Raises:
         RecFlowFormatError: Naming the file and the column: file missing, truncated or corrupt, a column missing,
-            not an integer type, with nulls, or with values outside its kind's range.
+            not an integer type, with nulls, or with values outside its domain.
     """
     chunks = list(iter_feather_columns(path, columns, chunk_rows=None))
     return chunks[0]
 
 
 def iter_feather_columns(
-    path: str | Path, columns: Sequence[str] | Mapping[str, ColumnKind], chunk_rows: int | None
+    path: str | Path, columns: Sequence[str] | Mapping[str, ColumnKind | Domain], chunk_rows: int | None
 ) -> Iterator[dict[str, np.ndarray]]:
     """Read integer columns of a Feather file chunk by chunk (whole record batches), validated as when read whole.
 
@@ -252,7 +249,8 @@ def iter_feather_columns(
         RecFlowFormatError: As :func:`read_feather_columns`.
     """
     path = Path(path)
-    kinds: dict[str, str] = dict(columns) if isinstance(columns, Mapping) else dict.fromkeys(columns, "int64")
+    named = columns.items() if isinstance(columns, Mapping) else ((name, "int64") for name in columns)
+    kinds = {name: _domain(kind) for name, kind in named}
     batches, n_rows = _open_columns(path, kinds, memory_map=chunk_rows is None)
     limit = n_rows if chunk_rows is None else max(1, int(chunk_rows))
     pending: list[pa.RecordBatch] = []
@@ -272,8 +270,10 @@ def iter_feather_columns(
         raise RecFlowFormatError(f"{path}: cannot decode a record batch ({error}); the file is corrupt") from error
 
 
-def _gather(path: Path, batches: list[pa.RecordBatch], n_rows: int, kinds: Mapping[str, str]) -> dict[str, np.ndarray]:
-    out = {name: np.empty(n_rows, dtype=_TARGET[kind]) for name, kind in kinds.items()}
+def _gather(
+    path: Path, batches: list[pa.RecordBatch], n_rows: int, kinds: Mapping[str, Domain]
+) -> dict[str, np.ndarray]:
+    out = {name: np.empty(n_rows, dtype=domain.dtype) for name, domain in kinds.items()}
     at = 0
     for batch in batches:
         _decode(path, batch, kinds, out, at)
@@ -284,3 +284,9 @@ def _gather(path: Path, batches: list[pa.RecordBatch], n_rows: int, kinds: Mappi
 def feather_column_names(path: str | Path) -> list[str]:
     """Column names of a Feather file (raises RecFlowFormatError if it cannot be read)."""
     return list(_open_feather(Path(path), None).schema.names)
+
+
+def feather_num_rows(path: str | Path) -> int:
+    """Number of rows of a Feather file, from its metadata (nothing is decoded; RecFlowFormatError if unreadable)."""
+    opened = _open_feather(Path(path), None)
+    return opened.num_rows if isinstance(opened, pa.Table) else opened.count_rows()

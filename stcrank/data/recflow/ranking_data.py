@@ -13,7 +13,7 @@ from typing import ClassVar
 from stcrank.checks import DATA, check_positive
 from stcrank.data.recflow.batching import SampleKind
 from stcrank.data.recflow.competing import with_competing
-from stcrank.data.recflow.datamodule import DEFAULT_CHUNK_ROWS, RecFlowDataModule
+from stcrank.data.recflow.datamodule import DEFAULT_CHUNK_ROWS, DEFAULT_MAX_FEATURE_SIZE, RecFlowDataModule
 from stcrank.data.recflow.schema import STAGE_CODE
 from stcrank.data.recflow.slots import check_slots
 from stcrank.data.recflow.stage_samples import AuxiliaryExposureDay, ExtraNegativeDay, RequestListDay
@@ -84,6 +84,7 @@ class RecFlowRankingDataModule(RecFlowDataModule):
         pin_memory: Pin batches in page-locked memory.
         seed: Seed of the shuffles and of the extra-negative draws.
         chunk_rows: Stage rows of the day part loaded at a time (see :class:`RecFlowDataModule`).
+        max_feature_size: The largest embedding table (rows) a feature may need (see :class:`RecFlowDataModule`).
         negative_sampler: The stage sampler of ``"extra_negatives"`` (``stage_extra`` with its stages and count).
         list_slots: Slot name -> items of ``"request_lists"`` (default :data:`RANK_LIST_SLOTS`).
         aux_stages: Stages of ``"aux_exposures"`` (default :data:`AUX_STAGES`).
@@ -116,6 +117,7 @@ class RecFlowRankingDataModule(RecFlowDataModule):
         pin_memory: bool = False,
         seed: int = 0,
         chunk_rows: int | None = DEFAULT_CHUNK_ROWS,
+        max_feature_size: int = DEFAULT_MAX_FEATURE_SIZE,
         negative_sampler: NegativeSampler | str | None = None,
         list_slots: dict[str, int] | None = None,
         aux_stages: list[str] | None = None,
@@ -159,6 +161,7 @@ class RecFlowRankingDataModule(RecFlowDataModule):
             pin_memory=pin_memory,
             seed=seed,
             chunk_rows=chunk_rows,
+            max_feature_size=max_feature_size,
         )
 
     def check_training_samples(self) -> None:

@@ -38,7 +38,7 @@ from torch.utils.data import DataLoader
 
 from stcrank.data.recflow.batching import SampleKind
 from stcrank.data.recflow.collate import compute_labels
-from stcrank.data.recflow.datamodule import DEFAULT_CHUNK_ROWS, RecFlowDataModule
+from stcrank.data.recflow.datamodule import DEFAULT_CHUNK_ROWS, DEFAULT_MAX_FEATURE_SIZE, RecFlowDataModule
 from stcrank.data.recflow.schema import CLICK_PRIORITY, FEEDBACK_COLUMNS, STAGE_CODE
 from stcrank.data.recflow.store import RecFlowStore
 from stcrank.options import resolve_plugin
@@ -252,6 +252,7 @@ class RecFlowRetrievalDataModule(RecFlowDataModule):
         pin_memory: Pin batches in page-locked memory (for GPU training).
         seed: Seed of the within-day shuffles and of the negative draws.
         chunk_rows: Stage rows of the day part loaded at a time (see :class:`RecFlowDataModule`).
+        max_feature_size: The largest embedding table (rows) a feature may need (see :class:`RecFlowDataModule`).
     """
 
     SAMPLE_LAYOUTS: ClassVar[dict[str, str]] = {**RecFlowDataModule.SAMPLE_LAYOUTS, "retrieval": "lists"}
@@ -271,6 +272,7 @@ class RecFlowRetrievalDataModule(RecFlowDataModule):
         pin_memory: bool = False,
         seed: int = 0,
         chunk_rows: int | None = DEFAULT_CHUNK_ROWS,
+        max_feature_size: int = DEFAULT_MAX_FEATURE_SIZE,
     ) -> None:
         # Set before the parent's constructor, which validates sample_kind through sample_kinds().
         self.negative_sampler = resolve_plugin("negative_samplers", negative_sampler, "--data.negative_sampler")
@@ -287,6 +289,7 @@ class RecFlowRetrievalDataModule(RecFlowDataModule):
             pin_memory=pin_memory,
             seed=seed,
             chunk_rows=chunk_rows,
+            max_feature_size=max_feature_size,
         )
 
     @property

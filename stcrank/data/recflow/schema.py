@@ -168,7 +168,7 @@ COARSE_CANDIDATE_STAGES: tuple[str, ...] = (*RANK_CANDIDATE_STAGES, "coarse_neg"
 # --------------------------------------------------------------------------------------------------------------
 
 STORE_FORMAT = "stcrank.recflow"
-STORE_FORMAT_VERSION = 1
+STORE_FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 DAYS_DIR = "days"
 OTHERS_DIR = "others"

@@ -1,8 +1,10 @@
 """Reading stcrank's RecFlow store (written by :func:`stcrank.data.recflow.importer.import_recflow`).
 
-A store is trusted only through its ``manifest.json``: the importer writes it last, so a store whose import was
-killed has no manifest and is refused, and a partition directory that the manifest does not list (a leftover
-``days/.{date}.partial-*``) is never read.
+A store is trusted only through its ``manifest.json``: the importer puts the store in place only once the
+manifest is written, so a directory without one is refused. The manifest lists every file with its row count,
+size and checksum, and every read first compares the file's size and footer row count with it and verifies the
+Parquet page checksums (:func:`~stcrank.data.recflow.integrity.check_file`), so a damaged, truncated or swapped
+partition is refused naming the file; ``stcrank data verify STORE`` compares the full checksums.
 
 Tables come back as dicts of numpy arrays; fixed-size-list columns (the behaviour sequences, ``stage_count``)
 come back as 2-D arrays. IDs are raw and 0-based here; the batch collate shifts them.
@@ -21,6 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from stcrank.data.recflow.errors import RecFlowFormatError
+from stcrank.data.recflow.integrity import check_file
 from stcrank.data.recflow.schema import (
     DAYS_DIR,
     MANIFEST,
@@ -30,6 +33,7 @@ from stcrank.data.recflow.schema import (
     STAGE_CODE,
     STORE_FORMAT,
     STORE_FORMAT_VERSION,
+    is_date,
 )
 
 
@@ -51,14 +55,49 @@ def read_manifest(root: str | Path) -> dict[str, Any]:
         )
     try:
         manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise RecFlowFormatError(f"{path}: corrupt manifest ({error}); expected JSON") from error
+    if not isinstance(manifest, dict):
+        raise RecFlowFormatError(f"{path}: corrupt manifest (a JSON {type(manifest).__name__}); expected an object")
     if manifest.get("format") != STORE_FORMAT or manifest.get("format_version") != STORE_FORMAT_VERSION:
         raise RecFlowFormatError(
             f"{path}: format {manifest.get('format')!r} version {manifest.get('format_version')!r}; expected "
             f"{STORE_FORMAT!r} version {STORE_FORMAT_VERSION} (re-import the release)"
         )
+    problem = _manifest_problem(manifest)
+    if problem:
+        raise RecFlowFormatError(f"{path}: corrupt manifest ({problem}); re-import the release")
     return manifest
+
+
+def _manifest_problem(manifest: dict[str, Any]) -> str | None:
+    """What is wrong with the parts of a manifest that reading the store relies on, or None."""
+    days = manifest.get("days")
+    if not isinstance(days, list) or not days or not all(isinstance(d, str) and is_date(d) for d in days):
+        return "'days' is not a list of YYYY-MM-DD dates"
+    if manifest.get("test_day") not in days or not isinstance(manifest.get("train_days"), list):
+        return "'test_day' is not one of the days, or 'train_days' is missing"
+    if not set(manifest["train_days"]) <= set(days):
+        return "'train_days' are not among the days"
+    sizes = manifest.get("feature_sizes")
+    if not isinstance(sizes, dict) or not all(isinstance(v, int) and v > 0 for v in sizes.values()):
+        return "'feature_sizes' is not a map of positive ints"
+    files = manifest.get("files")
+    if not isinstance(files, dict):
+        return "'files' is missing"
+    for relative, entry in files.items():
+        parts = Path(relative).parts
+        if Path(relative).is_absolute() or ".." in parts or not parts or parts[0] not in (DAYS_DIR, OTHERS_DIR):
+            return f"file {relative!r} lies outside the store"
+        if (
+            not isinstance(entry, dict)
+            or not all(isinstance(entry.get(key), int) and entry[key] >= 0 for key in ("rows", "bytes"))
+            or not isinstance(entry.get("sha256"), str)
+        ):
+            return f"the entry of {relative!r} lacks its rows, bytes or sha256"
+    if not isinstance(manifest.get("rows"), dict) or not isinstance(manifest.get("official_tests", {}), dict):
+        return "'rows' or 'official_tests' is not a map"
+    return None
 
 
 @dataclass(frozen=True)
@@ -116,9 +155,8 @@ class DayPart:
     candidate_stop: int
 
 
-def _read_rows(path: Path, columns: Sequence[str] | None, start: int, stop: int) -> pa.Table:
+def _read_rows(file: pq.ParquetFile, columns: Sequence[str] | None, start: int, stop: int) -> pa.Table:
     """Rows ``start:stop`` of a Parquet file, decoding only the row groups that hold them."""
-    file = pq.ParquetFile(path, memory_map=True)
     meta = file.metadata
     bounds = np.concatenate([[0], np.cumsum([meta.row_group(i).num_rows for i in range(meta.num_row_groups)])])
     groups = [i for i in range(meta.num_row_groups) if bounds[i] < stop and bounds[i + 1] > start]
@@ -140,6 +178,17 @@ class RecFlowStore:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
         self.manifest = read_manifest(self.root)
+
+    def open(self, relative: str) -> pq.ParquetFile:
+        """Open a file of the store after checking it against the manifest (size, row count; pages when read).
+
+        Args:
+            relative: Its path relative to the store, e.g. ``days/2024-01-13/requests.parquet``.
+
+        Raises:
+            RecFlowFormatError: If it is missing or differs from what the import wrote (naming the file).
+        """
+        return check_file(self.root, relative, self.manifest["files"].get(relative))
 
     @property
     def days(self) -> list[str]:
@@ -173,7 +222,7 @@ class RecFlowStore:
     def has_table(self, day: str, table: str) -> bool:
         """Whether a day's partition has a table (``ubm`` is optional)."""
         self._check_day(day)
-        return (self.root / DAYS_DIR / day / f"{table}.parquet").is_file()
+        return f"{DAYS_DIR}/{day}/{table}.parquet" in self.manifest["files"]
 
     def read(self, day: str, table: str, columns: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         """Read columns of one day's table.
@@ -188,10 +237,9 @@ class RecFlowStore:
         """
         self._check_day(day)
         path = self.root / DAYS_DIR / day / f"{table}.parquet"
-        if not path.is_file():
-            raise RecFlowFormatError(f"{path}: not found; the store is damaged (re-import the release)")
+        file = self.open(f"{DAYS_DIR}/{day}/{table}.parquet")
         try:
-            data = pq.read_table(path, columns=list(columns) if columns is not None else None, memory_map=True)
+            data = file.read(columns=list(columns) if columns is not None else None)
         except (pa.ArrowInvalid, OSError, KeyError) as error:
             raise RecFlowFormatError(f"{path}: cannot read columns {columns} ({error})") from error
         return {name: _to_numpy(data.column(name)) for name in data.column_names}
@@ -311,13 +359,19 @@ class RecFlowStore:
         codes = stage_codes(stages)
         request_ids = np.asarray(request_ids, dtype=np.int64)
         path = self.root / DAYS_DIR / day / "ubm.parquet"
+        self.open(f"{DAYS_DIR}/{day}/ubm.parquet")
         # Read only the rows of the wanted stages and id range (row group by row group): the table of a large
         # day is larger than what one part of it references.
         filters = [("stage", "in", codes)]
         if len(request_ids):
             filters += [("request_id", ">=", int(request_ids.min())), ("request_id", "<=", int(request_ids.max()))]
         try:
-            table = pq.read_table(path, columns=sorted({"request_id", "stage", *columns}), filters=filters)
+            table = pq.read_table(
+                path,
+                columns=sorted({"request_id", "stage", *columns}),
+                filters=filters,
+                page_checksum_verification=True,
+            )
         except (pa.ArrowInvalid, OSError, KeyError) as error:
             raise RecFlowFormatError(f"{path}: cannot read columns {columns} ({error})") from error
         data = {name: _to_numpy(table.column(name)) for name in table.column_names}
@@ -336,9 +390,12 @@ class RecFlowStore:
     def official_test(self, name: str) -> dict[str, np.ndarray]:
         """An imported official test file (``retrieval_test``, ``coarse_rank_test`` or ``rank_test``)."""
         path = self.root / OTHERS_DIR / f"{name}.parquet"
-        if name not in self.manifest.get("official_tests", {}) or not path.is_file():
+        if name not in self.manifest.get("official_tests", {}):
             raise RecFlowFormatError(f"{path}: the source had no {name} file")
-        data = pq.read_table(path, memory_map=True)
+        try:
+            data = self.open(f"{OTHERS_DIR}/{name}.parquet").read()
+        except (pa.ArrowInvalid, OSError) as error:
+            raise RecFlowFormatError(f"{path}: cannot be read ({error})") from error
         return {column: _to_numpy(data.column(column)) for column in data.column_names}
 
 
@@ -367,13 +424,12 @@ class PartView(RecFlowStore):
             return super().read(day, table, columns)
         self._check_day(day)
         path = self.root / DAYS_DIR / day / f"{table}.parquet"
-        if not path.is_file():
-            raise RecFlowFormatError(f"{path}: not found; the store is damaged (re-import the release)")
+        file = self.open(f"{DAYS_DIR}/{day}/{table}.parquet")
         try:
             if table == "exposures":
                 # Exposures are in file order (about 2% of the stage rows): select the part's by request row.
                 names = None if columns is None else sorted({"request_row", *columns})
-                data = pq.read_table(path, columns=names, memory_map=True)
+                data = file.read(columns=names)
                 row = data.column("request_row").to_numpy()
                 keep = (row >= part.start) & (row < part.stop)
                 out = {name: _to_numpy(data.column(name))[keep] for name in data.column_names}
@@ -382,7 +438,7 @@ class PartView(RecFlowStore):
             start, stop = (
                 (part.start, part.stop) if table == "requests" else (part.candidate_start, part.candidate_stop)
             )
-            data = _read_rows(path, columns, start, stop)
+            data = _read_rows(file, columns, start, stop)
         except (pa.ArrowInvalid, OSError, KeyError) as error:
             raise RecFlowFormatError(f"{path}: cannot read columns {columns} ({error})") from error
         return {name: _to_numpy(data.column(name)) for name in data.column_names}

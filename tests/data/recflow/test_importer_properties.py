@@ -106,6 +106,28 @@ def test_truncated_or_garbage_pickles_are_named(release, tmp_path, file, cut, ga
     import_fails(src, dst, file)
 
 
+@settings(max_examples=25, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@given(
+    file=st.sampled_from([*PICKLES, "others/id_cnt.pkl"]),
+    edits=st.lists(st.tuples(st.floats(0.0, 0.999), st.binary(min_size=1, max_size=6), st.booleans()), max_size=3),
+)
+def test_mutated_pickles_import_or_are_named(release, tmp_path, file, edits):
+    """Bytes overwritten or inserted anywhere in a pickle: the import succeeds or names the file, nothing else."""
+    src, dst = fresh_copy(release, tmp_path)
+    data = bytearray((src / file).read_bytes())
+    for where, blob, insert in edits:
+        at = int(len(data) * where)
+        data[at : at if insert else at + len(blob)] = blob
+    (src / file).write_bytes(bytes(data))
+    try:
+        manifest = import_recflow(src=str(src), dst=str(dst))
+    except (RecFlowFormatError, UnsafePickleError) as error:  # UnsafePickleError is a RecFlowFormatError
+        assert file in str(error), str(error)
+        assert_nothing_reads_as_complete(dst, file)
+    else:
+        assert (dst / "manifest.json").exists() and manifest["days"] == list(DAYS)
+
+
 @PROPS
 @given(file=st.sampled_from(FEATHERS), column=st.sampled_from(ID_COLUMNS + LABEL_COLUMNS + ["request_id"]))
 def test_a_dropped_column_is_named(release, tmp_path, file, column):

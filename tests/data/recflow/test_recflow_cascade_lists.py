@@ -21,7 +21,13 @@ from stcrank.data.recflow.cascade_lists import (
     resolve_days,
 )
 from stcrank.data.recflow.errors import RecFlowFormatError
-from stcrank.data.recflow.schema import ITEM_FEATURES, STAGE_CODE, STAGE_PRIORITY
+from stcrank.data.recflow.schema import (
+    ITEM_FEATURES,
+    STAGE_CODE,
+    STAGE_PRIORITY,
+    STORE_FORMAT,
+    STORE_FORMAT_VERSION,
+)
 from stcrank.data.recflow.store import RecFlowStore
 from stcrank.errors import ConfigError
 from stcrank_plugins.losses.two_stage.common import LCRON_NEGATIVE_GRADES
@@ -144,7 +150,16 @@ def test_evaluation_is_sharded_without_loss_or_repeat(recflow_store):
 def fake_store(tmp_path: Path, days: list[str], test_day: str) -> str:
     root = tmp_path / "store"
     root.mkdir()
-    manifest = {"format": "stcrank.recflow", "format_version": 1, "days": days, "test_day": test_day}
+    manifest = {
+        "format": STORE_FORMAT,
+        "format_version": STORE_FORMAT_VERSION,
+        "days": days,
+        "test_day": test_day,
+        "train_days": [day for day in days if day != test_day],
+        "feature_sizes": {"video_id": 10},
+        "files": {},
+        "rows": {},
+    }
     (root / "manifest.json").write_text(json.dumps(manifest))
     return str(root)
 

@@ -39,12 +39,11 @@ def test_manifest(recflow_store, recflow_release):
     manifest = json.loads((recflow_store / "manifest.json").read_text())
     assert manifest["days"] == ["2024-01-13", "2024-01-14", "2024-01-15"]
     assert manifest["test_day"] == "2024-01-15" and manifest["train_days"] == manifest["days"][:2]
-    assert manifest["format"] == "stcrank.recflow" and manifest["format_version"] == 1
+    assert manifest["format"] == "stcrank.recflow" and manifest["format_version"] == 2
     id_cnt = _load(recflow_release / "others" / "id_cnt.pkl")
-    sizes = manifest["feature_sizes"]
-    assert (
-        sizes["video_id"] == id_cnt["video_id"] + 2 and sizes["category_level_one"] == id_cnt["category_level_one"] + 2
-    )
+    sizes, observed = manifest["feature_sizes"], manifest["observed_max_id"]
+    for feature in ("video_id", "category_level_one", "user_id"):  # sized by the data, within id_cnt
+        assert sizes[feature] == observed[feature] + 3 <= id_cnt[feature] + 2
     assert (sizes["wday"], sizes["hour"], sizes["minute"]) == (9, 26, 62)
     day = manifest["rows"]["2024-01-14"]
     all_stage = _feather(recflow_release / "all_stage" / "2024-01-14.feather")
@@ -166,11 +165,11 @@ def test_unsafe_and_malformed_pickles_are_refused(make_release, tmp_path):
     with pytest.raises(UnsafePickleError, match=r"seq_effective_50_dict/2024-01-13\.pkl"):
         import_recflow(src=str(release), dst=str(tmp_path / "a"))
     _dump({key: value[:, :9] for key, value in seq.items()}, path)
-    with pytest.raises(RecFlowFormatError, match=r"shape \(50, 9\).*expected integer arrays of shape \(50, 10\)"):
+    with pytest.raises(RecFlowFormatError, match=r"shapes \[\(50, 9\)\]; expected integer arrays of shape \(50, 10\)"):
         import_recflow(src=str(release), dst=str(tmp_path / "b"))
 
 
-def test_a_failed_import_leaves_no_store_and_no_partial_partition(make_release, tmp_path):
+def test_a_failed_import_leaves_the_destination_as_it_was(make_release, tmp_path):
     release = make_release(days=2)
     path = release / "all_stage" / "2024-01-14.feather"
     path.write_bytes(path.read_bytes()[:500])
@@ -180,9 +179,14 @@ def test_a_failed_import_leaves_no_store_and_no_partial_partition(make_release, 
     with pytest.raises(RecFlowFormatError):
         import_recflow(src=str(release), dst=str(store))
     assert not (store / "manifest.json").exists()
-    assert sorted(p.name for p in (store / "days").iterdir()) == ["2024-01-13"]  # complete ones only
+    assert sorted(p.name for p in (store / "days").iterdir()) == [".2024-01-13.partial-999"]  # untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["release", "store"]  # no staging left next to it
     with pytest.raises(RecFlowFormatError, match="import did not finish"):
         RecFlowStore(store)
+    path.write_bytes(b"")
+    (release / "all_stage" / "2024-01-14.feather").unlink()
+    manifest = import_recflow(src=str(release), dst=str(store), on_missing_day="skip")  # the debris is replaced
+    assert manifest["days"] == ["2024-01-13"] and sorted(p.name for p in (store / "days").iterdir()) == ["2024-01-13"]
 
 
 def test_existing_store_needs_overwrite(recflow_release, tmp_path):
@@ -202,14 +206,16 @@ def test_renamed_files_and_id_cnt_spellings(make_release, tmp_path, caplog):
     (others / "coarse_rank_test.feather").rename(others / "prerank_test.feather")
     id_cnt = _load(others / "id_cnt.pkl")
     video_count = id_cnt.pop("video_id")
+    id_cnt["photo_id"] = video_count
     id_cnt["author_id"] = 3  # smaller than the ids that occur: sized from the data, with a warning
     _dump(id_cnt, others / "id_cnt.pkl")
     manifest = import_recflow(src=str(release), dst=str(tmp_path / "store"))
     assert manifest["official_tests"]["retrieval_test"]["source"] == "recall_test.feather"
     assert manifest["official_tests"]["coarse_rank_test"]["source"] == "prerank_test.feather"
-    assert manifest["feature_sizes"]["video_id"] == video_count + 2
+    assert manifest["id_cnt"]["video_id"] == video_count  # read under its other spelling
+    assert manifest["feature_sizes"]["video_id"] == manifest["observed_max_id"]["video_id"] + 3 <= video_count + 2
     assert manifest["feature_sizes"]["author_id"] == manifest["observed_max_id"]["author_id"] + 3
-    assert "id_cnt['author_id']" in caplog.text
+    assert "ids of 'author_id' up to" in caplog.text and "id_cnt says 3" in caplog.text
     test = RecFlowStore(tmp_path / "store").official_test("coarse_rank_test")
     assert set(test) >= {"request_id", "video_id", "effective_view", "coarse_neg"}
 
@@ -317,7 +323,7 @@ def test_ubm_derived_from_all_stage_equals_the_pickle_rows(make_release, tmp_pat
 
 @pytest.mark.parametrize("chunk_rows", [37, 10**9])
 def test_sequences_out_of_request_order_are_spilled_and_equal(make_release, tmp_path, caplog, monkeypatch, chunk_rows):
-    from stcrank.data.recflow import importer
+    from stcrank.data.recflow.importer import sequences as importer
 
     monkeypatch.setattr(importer, "SEQ_BATCH_ITEMS", 4)  # several batches per day, as on a real day
     release = make_release(days=2)
@@ -345,7 +351,7 @@ def test_sequences_out_of_request_order_are_spilled_and_equal(make_release, tmp_
 
 
 def test_sequences_of_no_request_and_requests_without_one_are_counted(make_release, tmp_path, monkeypatch):
-    from stcrank.data.recflow import importer
+    from stcrank.data.recflow.importer import sequences as importer
 
     monkeypatch.setattr(importer, "SEQ_BATCH_ITEMS", 3)
     release = make_release(days=1)
@@ -353,7 +359,7 @@ def test_sequences_of_no_request_and_requests_without_one_are_counted(make_relea
     seq = _load(path)
     keys = sorted(seq)
     dropped = keys[3:5]
-    extra = {keys[-1] + 1000: seq[keys[0]], -5: seq[keys[1]]}
+    extra = {keys[-1] + 1000: seq[keys[0]], keys[-1] + 2000: seq[keys[1]]}
     _dump({**{k: seq[k] for k in keys if k not in dropped}, **extra}, path)
     _rebatch(release / "all_stage" / "2024-01-13.feather", 29)
     for chunk_rows in (None, 41):

@@ -27,6 +27,24 @@ def test_manifest_is_required_and_checked(tmp_path, recflow_store):
         read_manifest(tmp_path)
 
 
+@pytest.mark.parametrize(
+    ("change", "found"),
+    [
+        ({"days": ["../../etc"]}, "'days' is not a list of YYYY-MM-DD dates"),
+        ({"test_day": "2030-01-01"}, "'test_day' is not one of the days"),
+        ({"feature_sizes": {"video_id": "big"}}, "'feature_sizes' is not a map of positive ints"),
+        ({"files": {"../outside.parquet": {"rows": 1, "bytes": 1, "sha256": "x"}}}, "lies outside the store"),
+        ({"files": {"days/2024-01-13/requests.parquet": {"rows": "1"}}}, "lacks its rows, bytes or sha256"),
+        ({"files": None}, "'files' is missing"),
+    ],
+)
+def test_a_manifest_that_would_lead_reads_astray_is_refused(tmp_path, recflow_store, change, found):
+    manifest = json.loads((recflow_store / "manifest.json").read_text())
+    (tmp_path / "manifest.json").write_text(json.dumps({**manifest, **change}))
+    with pytest.raises(RecFlowFormatError, match=found):
+        RecFlowStore(tmp_path)
+
+
 def test_days_and_errors(store):
     assert store.days == ["2024-01-13", "2024-01-14", "2024-01-15"] and store.test_day == "2024-01-15"
     assert store.feature_sizes["hour"] == 26
