@@ -12,6 +12,8 @@ from collections.abc import Callable
 
 from jsonargparse import CLI
 
+from stcrank.commands.help_format import PlainArgumentParser
+
 SUBCOMMANDS: dict[str, str] = {
     "synth-recflow": "stcrank.data.recflow.synth:synth_recflow",
     "import-recflow": "stcrank.data.recflow.importer:import_recflow",
@@ -39,7 +41,7 @@ def main(argv: list[str]) -> object:
             print(f"  {name:<16} {doc[0] if doc else ''}")
         return None
     name = argv[0]
-    result = CLI({name: _function(SUBCOMMANDS[name])}, args=argv, prog="stcrank data")
+    result = CLI({name: _function(SUBCOMMANDS[name])}, args=argv, prog="stcrank data", parser_class=PlainArgumentParser)
     if isinstance(result, dict):
         print(json.dumps(result.get("totals", result), indent=2, default=str))
     return result

@@ -7,8 +7,13 @@ import importlib
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from stcrank import registry
+from stcrank.commands.help_format import PlainHelpParser
 from stcrank.data.base import BaseDataModule
 from stcrank.tasks.base import BaseTask
+
+
+class StcrankArgumentParser(PlainHelpParser, LightningArgumentParser):
+    """Lightning's argument parser with docstrings shown as plain text in ``--help``."""
 
 
 class StcrankCLI(LightningCLI):
@@ -44,4 +49,5 @@ def main(argv: list[str] | None) -> StcrankCLI:
         subclass_mode_data=True,
         args=argv,
         save_config_kwargs={"overwrite": True},
+        parser_class=StcrankArgumentParser,
     )

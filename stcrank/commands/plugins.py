@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import json
 
-from jsonargparse import ArgumentParser
-
 from stcrank import registry
+from stcrank.commands.help_format import PlainArgumentParser
 
 
 def catalogue() -> dict[str, dict[str, dict[str, str]]]:
@@ -34,7 +33,7 @@ def format_table(plugins: dict[str, dict[str, dict[str, str]]]) -> str:
 
 def main(argv: list[str]) -> dict[str, dict[str, dict[str, str]]]:
     """Print the plugin catalogue as a table, or as JSON with ``--json``."""
-    parser = ArgumentParser(prog="stcrank plugins", description="List installed stcrank plugins.")
+    parser = PlainArgumentParser(prog="stcrank plugins", description="List installed stcrank plugins.")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--group", type=str | None, default=None, help="only this group (e.g. losses)")
     options = parser.parse_args(argv)

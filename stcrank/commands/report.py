@@ -14,6 +14,8 @@ from collections.abc import Callable
 
 from jsonargparse import CLI
 
+from stcrank.commands.help_format import PlainArgumentParser
+
 REPORTS: dict[str, tuple[str, str]] = {
     "recflow": ("stcrank.reports.recflow:report_recflow", "the RecFlow paper's tables (Tables 2-7, 9-14)"),
     "stcrank": ("stcrank.reports.stcrank:report_stcrank", "the STCRank paper's tables"),
@@ -64,4 +66,6 @@ def main(argv: list[str]) -> object:
         return None
     name = argv[0]
     function = _function(name)
-    return CLI({name: function}, args=_bare_flags(function, argv), prog="stcrank report")
+    return CLI(
+        {name: function}, args=_bare_flags(function, argv), prog="stcrank report", parser_class=PlainArgumentParser
+    )

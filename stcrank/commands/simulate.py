@@ -27,6 +27,7 @@ from typing import Any, Literal
 import yaml
 from jsonargparse import CLI
 
+from stcrank.commands.help_format import PlainArgumentParser
 from stcrank.simulation.evaluation import Evaluation, evaluate_explore, evaluate_focus
 
 REPORTED: tuple[str, ...] = ("purchases", "ipv", "depth", "gmv", "return_prob", "expected_purchases", "expected_ipv")
@@ -169,7 +170,7 @@ def simulate(
 def main(argv: list[str]) -> None:
     """Run ``stcrank simulate`` with the given arguments (without the program and command names)."""
     try:
-        CLI(simulate, args=argv, prog="stcrank simulate")
+        CLI(simulate, args=argv, prog="stcrank simulate", parser_class=PlainArgumentParser)
     except (ValueError, KeyError, FileNotFoundError) as error:
         raise SystemExit(f"stcrank simulate: error: {error}") from error
 

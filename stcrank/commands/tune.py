@@ -15,6 +15,7 @@ from typing import Any, Literal
 import optuna
 from jsonargparse import CLI
 
+from stcrank.commands.help_format import PlainArgumentParser
 from stcrank.registry import PluginError
 from stcrank.tuning.objectives import Objective, build_ensemble, resolve_objective
 from stcrank.tuning.predictions import predicted_tasks
@@ -191,7 +192,7 @@ def main(argv: list[str]) -> None:
     :func:`sys.exit`, which would turn a returned object into an error exit. Call :func:`tune` for the result.
     """
     try:
-        CLI(tune, args=_underscored(argv), prog="stcrank tune")
+        CLI(tune, args=_underscored(argv), prog="stcrank tune", parser_class=PlainArgumentParser)
     except (ValueError, PluginError) as error:
         raise SystemExit(f"stcrank tune: error: {error}") from error
 
