@@ -127,11 +127,12 @@ class StcrankOptions(SphinxDirective):
     option_spec: typing.ClassVar[dict] = {"prefix": directives.unchanged}
 
     def run(self) -> list[nodes.Node]:
-        """Build the parser, record its modules as dependencies, and parse the table it yields."""
+        """Build the parser, record the sources as dependencies, and parse the table it yields."""
         path = self.arguments[0]
         module = importlib.import_module(path.partition(":")[0])
-        if getattr(module, "__file__", None):
-            self.env.note_dependency(module.__file__)
+        for source in (getattr(module, "__file__", None), __file__):  # rebuild when either changes
+            if source:
+                self.env.note_dependency(source)
         rows = option_rows(build_parser(path, self.options.get("prefix")))
         container = nodes.container()
         self.state.nested_parse(StringList(_list_table(rows), source=f"<stcrank-options {path}>"), 0, container)
