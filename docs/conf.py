@@ -16,6 +16,7 @@ copyright = "2026, stcrank contributors"
 release = stcrank.__version__
 
 extensions = [
+    "command_options",
     "myst_parser",
     "sphinx.ext.autodoc",
     "sphinx.ext.autosummary",
@@ -28,6 +29,8 @@ exclude_patterns = ["_build"]
 templates_path = ["_templates"]
 myst_enable_extensions = ["dollarmath", "colon_fence", "deflist"]
 myst_heading_anchors = 3
+# Code blocks without a language are layouts and diagrams: no syntax colouring.
+highlight_language = "text"
 
 autosummary_generate = True
 autosummary_imported_members = False
@@ -42,8 +45,26 @@ napoleon_numpy_docstring = False
 nitpicky = False
 suppress_warnings = ["autodoc.import_object"]
 
-html_theme = "alabaster"
+# The PyData theme (as pandas, NumPy and Lightning's neighbours use): a top bar of sections, the section's pages on
+# the left, the page's outline on the right, and a content column that uses a laptop screen's width.
+html_theme = "pydata_sphinx_theme"
 html_title = "stcrank"
+html_static_path = ["_static"]
+html_css_files = ["stcrank.css"]
+html_show_sourcelink = False
+html_theme_options = {
+    "logo": {"text": "stcrank"},
+    "navbar_align": "left",
+    "header_links_before_dropdown": 6,
+    "show_toc_level": 2,
+    "secondary_sidebar_items": {"**": ["page-toc"], "index": []},
+    "navigation_with_keys": False,
+    "show_prev_next": True,
+    "footer_start": ["copyright"],
+    "footer_end": ["theme-version"],
+}
+# The home page is a map of the site, and the quick start a page without sub-pages: no section navigation.
+html_sidebars = {"index": [], "quickstart": []}
 
 
 def _write_plugin_catalogue(app: object) -> None:

@@ -36,6 +36,7 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from stcrank import registry
 from stcrank.commands.checkpoint_settings import merge_checkpoint_hparams
+from stcrank.commands.help_format import PlainHelpParser
 from stcrank.commands.results import format_results
 from stcrank.commands.usage import RaisingParserMixin
 from stcrank.data.base import BaseDataModule
@@ -48,8 +49,8 @@ EVALUATION_COMMANDS = ("validate", "test", "predict")
 PLACEHOLDER = "{experiment}"
 
 
-class StcrankArgumentParser(RaisingParserMixin, LightningArgumentParser):
-    """LightningCLI's parser, raising :class:`~stcrank.errors.UsageError` (one line) on a wrong command line."""
+class StcrankArgumentParser(RaisingParserMixin, PlainHelpParser, LightningArgumentParser):
+    """LightningCLI's parser: one-line :class:`~stcrank.errors.UsageError` on a wrong command line, plain-text help."""
 
 
 def experiment_name(config_files: list[Any] | None, model_class_path: str | None) -> str:

@@ -10,9 +10,8 @@ import json
 import sys
 import warnings
 
-from jsonargparse import ArgumentParser
-
 from stcrank import registry
+from stcrank.commands.usage import ArgumentParser
 
 
 def catalogue(check: bool = False) -> dict[str, dict[str, dict[str, str]]]:

@@ -173,7 +173,7 @@ def main(argv: list[str]) -> None:
     """Run ``stcrank simulate`` with the given arguments (without the program and command names)."""
     try:
         CLI(simulate, args=argv, prog="stcrank simulate", parser_class=ArgumentParser)
-    except (ValueError, KeyError) as error:
+    except (ValueError, KeyError, FileNotFoundError) as error:
         if isinstance(error, StcrankError):
             raise
         raise ConfigError(str(error).strip("'\"")) from error

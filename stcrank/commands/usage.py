@@ -19,6 +19,7 @@ from typing import Any, NoReturn
 import jsonargparse
 import yaml
 
+from stcrank.commands.help_format import PlainHelpParser
 from stcrank.errors import UsageError
 
 _NOISE = (
@@ -246,5 +247,5 @@ class RaisingParserMixin:
         raise error from ex
 
 
-class ArgumentParser(RaisingParserMixin, jsonargparse.ArgumentParser):
-    """jsonargparse's parser, raising :class:`~stcrank.errors.UsageError` on a wrong command line."""
+class ArgumentParser(RaisingParserMixin, PlainHelpParser, jsonargparse.ArgumentParser):
+    """jsonargparse's parser: one-line :class:`~stcrank.errors.UsageError` on a wrong command line, plain-text help."""
