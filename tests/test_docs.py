@@ -91,6 +91,6 @@ def test_the_quickstart_commands_run_as_written(workdir, monkeypatch, capsys):
 @pytest.mark.slow
 def test_the_readme_commands_run_as_written(workdir, monkeypatch):
     ran = _run_documented(ROOT / "README.md", workdir, monkeypatch)
-    assert ran == ["plugins", "data", "data", "fit", "test", "predict"]
+    assert ran == ["plugins", "data", "data", "data", "fit", "test", "predict"]
     assert (workdir / "runs/recflow/rank/din_baseline/predictions.parquet").is_file()
     assert not (workdir / "release").exists() and not (workdir / "store").exists()
