@@ -1,24 +1,43 @@
-"""DIN: the RecFlow ranking baseline (Deep Interest Network with target attention over the behaviour sequence)."""
+"""DIN: the RecFlow ranking baseline (Deep Interest Network with target attention over the behaviour sequence).
+
+The network's work splits into a per-request part and a per-candidate part, computed apart
+(:class:`RequestEncoding`):
+
+* once per request: the context, user and behaviour embeddings (refined by their competing items in the UBM
+  variant), the behaviours' share of the attention MLP's first layer and the request's share of the prediction
+  tower's first layer;
+* once per candidate: the item embeddings, the target's share of the attention MLP's first layer and the item's
+  share of the tower's first layer;
+* per (candidate, behaviour) pair: only the attention MLP's ReLU and second layer.
+
+A batch holds one row per request (stage candidates) or one row per exposure with ``request_slot`` naming the
+row's request (see :mod:`stcrank.models.per_request`); both are scored by the same code.
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from stcrank.models.aux_tower import AuxiliaryTwoTower
 from stcrank.models.base import RankingNetwork
-from stcrank.models.competing import CompetingAttention, refined_behaviours
+from stcrank.models.competing import CompetingAttention, refine_behaviours
 from stcrank.models.features import SEQUENCE_FEATURES, RecFlowEmbeddings
 from stcrank.models.mlp import mlp
+from stcrank.models.per_request import BLOCK_ELEMENTS, row_blocks, rows_of
 
 
 class TargetAttention(nn.Module):
     """DIN target attention: ``MLP([behaviour ; target]) -> 1`` per behaviour, masked softmax, weighted sum.
 
-    The first layer acts on the concatenation, which equals the sum of two linear maps; computing them apart
-    broadcasts ``[B, 1, L, h] + [B, C, 1, h]`` instead of materialising the ``[B, C, L, 2w]`` concatenation.
+    The first layer on the concatenation is the sum of a behaviour map and a target map, so it splits into the
+    behaviours' share (:meth:`project_keys`, once per request) and the target's share with the bias
+    (:meth:`project_targets`, once per candidate). Per (target, behaviour) pair only the ReLU and the second
+    layer remain, computed as ``v . relu(k + t) = v . max(k, -t) + v . t``: one broadcast maximum and one matrix
+    product per pair, the ``v . t`` term once per target.
 
     Args:
         width: Width of one behaviour (and target) representation.
@@ -31,6 +50,34 @@ class TargetAttention(nn.Module):
         self.first = nn.Linear(2 * width, hidden)
         self.second = nn.Linear(hidden, 1)
 
+    def project_keys(self, keys: Tensor) -> Tensor:
+        """The behaviours' share of the first layer, ``[..., L, w] -> [..., L, hidden]`` (no bias)."""
+        return F.linear(keys, self.first.weight[:, : self.width])
+
+    def project_targets(self, targets: Tensor) -> Tensor:
+        """The targets' share of the first layer with its bias, ``[..., C, w] -> [..., C, hidden]``."""
+        return F.linear(targets, self.first.weight[:, self.width :], self.first.bias)
+
+    def attend(self, keys: Tensor, key_hidden: Tensor, mask: Tensor, target_hidden: Tensor) -> Tensor:
+        """Interest of each target from projected behaviours and targets.
+
+        Args:
+            keys: Behaviour representations ``[N, L, w]`` (the values of the weighted sum).
+            key_hidden: :meth:`project_keys` of the behaviours, ``[N, L, hidden]``.
+            mask: ``True`` on real behaviours ``[N, L]``.
+            target_hidden: :meth:`project_targets` of the targets, ``[N, C, hidden]``.
+
+        Returns:
+            Interest per target ``[N, C, w]``; zero for a user with no behaviour.
+        """
+        v = self.second.weight[0]
+        # relu(k + t) = max(k, -t) + t, so the pair term needs no separate ReLU pass over [N, C, L, hidden].
+        pairs = torch.maximum(key_hidden.unsqueeze(1), target_hidden.neg().unsqueeze(2)) @ v  # [N, C, L]
+        logits = pairs + (target_hidden @ v + self.second.bias).unsqueeze(-1)
+        # A large negative rather than -inf: an empty history gives uniform weights over zero embeddings.
+        logits = logits.masked_fill(~mask.unsqueeze(1), -1e9)
+        return torch.softmax(logits, dim=-1) @ keys
+
     def forward(self, keys: Tensor, mask: Tensor, targets: Tensor) -> Tensor:
         """Attend from each target to the behaviours.
 
@@ -42,13 +89,23 @@ class TargetAttention(nn.Module):
         Returns:
             Interest per target ``[B, C, w]``; zero for a user with no behaviour.
         """
-        weight_keys, weight_targets = self.first.weight[:, : self.width], self.first.weight[:, self.width :]
-        hidden = keys @ weight_keys.T  # [B, L, h]
-        hidden = hidden.unsqueeze(1) + (targets @ weight_targets.T + self.first.bias).unsqueeze(2)
-        logits = self.second(torch.relu(hidden)).squeeze(-1)  # [B, C, L]
-        # A large negative rather than -inf: an empty history gives uniform weights over zero embeddings.
-        logits = logits.masked_fill(~mask.unsqueeze(1), -1e9)
-        return torch.softmax(logits, dim=-1) @ keys
+        return self.attend(keys, self.project_keys(keys), mask, self.project_targets(targets))
+
+
+class RequestEncoding(NamedTuple):
+    """The per-request part of DIN's computation, one row per request.
+
+    Attributes:
+        tower: The request's share of the prediction tower's first layer, bias included, ``[R, tower[0]]``.
+        behaviours: Behaviour representations (keys and values of the attention), ``[R, L, 5d]``.
+        key_hidden: The behaviours' share of the attention MLP's first layer, ``[R, L, attention_hidden]``.
+        mask: ``True`` on real behaviours, ``[R, L]``.
+    """
+
+    tower: Tensor
+    behaviours: Tensor
+    key_hidden: Tensor
+    mask: Tensor
 
 
 class DIN(RankingNetwork):
@@ -56,6 +113,8 @@ class DIN(RankingNetwork):
 
     Tower input: request context (3 features), user (5), interest (5 = attention over the 50 behaviours with
     the target's first five features as query) and the target item (8), each feature ``embedding_dim`` wide.
+    The request's share of the tower's first layer and the behaviours' share of the attention MLP's first layer
+    are computed once per request (see the module docstring).
 
     Variants:
 
@@ -71,8 +130,9 @@ class DIN(RankingNetwork):
         embedding_dim: Width of each feature embedding.
         attention_hidden: Hidden width of the target-attention MLP.
         tower: Hidden widths of the prediction tower (ReLU), followed by a linear layer to one logit.
-        candidate_chunk: Candidates scored at once per request in :meth:`score_candidates`, bounding memory to
-            ``B * candidate_chunk * L * attention_hidden`` floats.
+        block_elements: Size in floats of the largest intermediate tensor of one block of rows (the pairwise
+            ``rows x candidates x behaviours x attention_hidden`` term): rows are scored block by block so that
+            it stays in the CPU cache and memory stays bounded.
         competing: Refine the behaviours with their competing items (see above).
         competing_hidden: Hidden width of the competing attention.
         competing_empty: What a behaviour without competing items becomes (``"zero"`` or ``"behaviour"``).
@@ -87,7 +147,7 @@ class DIN(RankingNetwork):
         embedding_dim: int = 8,
         attention_hidden: int = 80,
         tower: list[int] | None = None,
-        candidate_chunk: int = 64,
+        block_elements: int = BLOCK_ELEMENTS,
         competing: bool = False,
         competing_hidden: int = 80,
         competing_empty: Literal["zero", "behaviour"] = "zero",
@@ -96,41 +156,27 @@ class DIN(RankingNetwork):
         auxiliary_out: int = 32,
     ) -> None:
         super().__init__()
+        if block_elements < 1:
+            raise ValueError(f"block_elements must be >= 1, got {block_elements}")
         self.embeddings = RecFlowEmbeddings(feature_sizes, embedding_dim)
         behaviour_width = len(SEQUENCE_FEATURES) * embedding_dim
         self.attention = TargetAttention(behaviour_width, attention_hidden)
-        self.tower = mlp((3 + 5 + 5 + 8) * embedding_dim, tower or [128, 128, 32], 1)
-        self.candidate_chunk = candidate_chunk
+        # Tower input: [request (3 + 5 features) ; interest (5) ; item (8)].
+        self.input_widths = [(3 + 5) * embedding_dim, behaviour_width, 8 * embedding_dim]
+        self.tower = mlp(sum(self.input_widths), tower or [128, 128, 32], 1)
+        self.block_elements = block_elements
         self.competing = CompetingAttention(behaviour_width, competing_hidden, competing_empty) if competing else None
         self.auxiliary = AuxiliaryTwoTower(embedding_dim, auxiliary_hidden, auxiliary_out) if auxiliary_tower else None
 
-    def _embedded(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-        request = torch.cat([self.embeddings.context(batch["context"]), self.embeddings.user(batch["user"])], -2)
-        return request.flatten(-2), self.embeddings.behaviour(batch["seq"]).flatten(-2)  # [B, 8d], [B, L, 5d]
-
-    def _request_side(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
-        request, behaviours = self._embedded(batch)
-        if self.competing is not None:
-            behaviours = refined_behaviours(self.competing, self.embeddings, batch, behaviours)
-        return request, behaviours, batch["seq_mask"]
-
-    def _score(self, request: Tensor, behaviours: Tensor, seq_mask: Tensor, items: Tensor) -> Tensor:
-        # items [B, C, 8] -> logits [B, C]
-        item = self.embeddings.item(items)  # [B, C, 8, d]
-        interest = self.attention(behaviours, seq_mask, item[..., : len(SEQUENCE_FEATURES), :].flatten(-2))
-        request = request.unsqueeze(1).expand(-1, items.shape[1], -1)
-        return self.tower(torch.cat([request, interest, item.flatten(-2)], dim=-1)).squeeze(-1)
+    # -- batch dictionaries ----------------------------------------------------------------------------------------
 
     def forward(self, batch: dict[str, Tensor]) -> Tensor:
         """Score the exposure of each row; returns logits ``[B]``."""
-        request, behaviours, seq_mask = self._request_side(batch)
-        return self._score(request, behaviours, seq_mask, batch["item"].unsqueeze(1)).squeeze(1)
+        return self._score_batch(batch, batch["item"].unsqueeze(1)).squeeze(1)
 
     def score_candidates(self, batch: dict[str, Tensor]) -> Tensor:
-        """Score every stage candidate of each request; returns logits ``[B, C]``."""
-        request, behaviours, seq_mask = self._request_side(batch)
-        chunks = batch["candidates"].split(self.candidate_chunk, dim=1)
-        return torch.cat([self._score(request, behaviours, seq_mask, chunk) for chunk in chunks], dim=1)
+        """Score every candidate of each row (stage candidates of a request); returns logits ``[B, C]``."""
+        return self._score_batch(batch, batch["candidates"])
 
     def auxiliary_scores(self, batch: dict[str, Tensor]) -> Tensor:
         """Auxiliary two-tower logits of the exposure and its request's stage items, ``[B, 1 + K]``.
@@ -142,6 +188,77 @@ class DIN(RankingNetwork):
         """
         items = torch.cat([batch["item"].unsqueeze(1), batch["aux_items"]], dim=1)
         if self.auxiliary is None:
-            return self.score_candidates({**batch, "candidates": items})
-        request, behaviours = self._embedded(batch)
-        return self.auxiliary(request, behaviours, batch["seq_mask"], self.embeddings.item(items).flatten(-2))
+            return self._score_batch(batch, items)
+        request = self.request_embedding(batch["context"], batch["user"])
+        behaviours = self.embeddings.behaviour(batch["seq"]).flatten(-2)
+        users = self.auxiliary.user_vector(request, behaviours, batch["seq_mask"])
+        item_vectors = self.auxiliary.item_vector(self.embeddings.item(items).flatten(-2))
+        return (item_vectors @ rows_of(users, batch.get("request_slot")).unsqueeze(-1)).squeeze(-1)
+
+    def _score_batch(self, batch: dict[str, Tensor], items: Tensor) -> Tensor:
+        competing = batch.get("competing"), batch.get("competing_mask")
+        encoding = self.encode_requests(batch["context"], batch["user"], batch["seq"], batch["seq_mask"], *competing)
+        return self.score_items(encoding, items, batch.get("request_slot"))
+
+    # -- tensors ---------------------------------------------------------------------------------------------------
+
+    def request_embedding(self, context: Tensor, user: Tensor) -> Tensor:
+        """Flattened context and user embeddings, ``[R, 8d]``."""
+        return torch.cat([self.embeddings.context(context), self.embeddings.user(user)], -2).flatten(-2)
+
+    def encode_requests(
+        self,
+        context: Tensor,
+        user: Tensor,
+        seq: Tensor,
+        seq_mask: Tensor,
+        competing: Tensor | None = None,
+        competing_mask: Tensor | None = None,
+    ) -> RequestEncoding:
+        """The per-request part of the computation.
+
+        Args:
+            context: Request time features ``[R, 3]``.
+            user: User features ``[R, 5]``.
+            seq: Behaviour features ``[R, L, 5]``.
+            seq_mask: ``True`` on real behaviours ``[R, L]``.
+            competing: Competing items of each behaviour ``[R, L, K, 5]`` (``competing=True`` only).
+            competing_mask: ``True`` on real competing items ``[R, L, K]`` (``competing=True`` only).
+        """
+        behaviours = self.embeddings.behaviour(seq).flatten(-2)  # [R, L, 5d]
+        if self.competing is not None:
+            if competing is None or competing_mask is None:
+                raise KeyError("DIN(competing=True) needs batches with competing items (set --data.competing_stage)")
+            behaviours = refine_behaviours(self.competing, self.embeddings, competing, competing_mask, behaviours)
+        first = self.tower[0]
+        tower = F.linear(self.request_embedding(context, user), first.weight[:, : self.input_widths[0]], first.bias)
+        return RequestEncoding(tower, behaviours, self.attention.project_keys(behaviours), seq_mask)
+
+    def score_items(self, encoding: RequestEncoding, items: Tensor, request_slot: Tensor | None = None) -> Tensor:
+        """Logits ``[B, C]`` of items ``[B, C, 8]``, row ``b`` belonging to request ``request_slot[b]``.
+
+        Args:
+            encoding: :meth:`encode_requests` of the batch's requests.
+            items: Item features of each row, ``[B, C, 8]``.
+            request_slot: Request of each row ``[B]``; None when row ``b`` is request ``b``.
+        """
+        item = self.embeddings.item(items)  # [B, C, 8, d]
+        target_hidden = self.attention.project_targets(item[..., : len(SEQUENCE_FEATURES), :].flatten(-2))
+        first = self.tower[0]
+        _, interest_weight, item_weight = first.weight.split(self.input_widths, dim=1)
+        item_share = F.linear(item.flatten(-2), item_weight)  # [B, C, tower[0]]
+        rows, candidates = items.shape[:2]
+        pair_elements = candidates * encoding.key_hidden.shape[1] * encoding.key_hidden.shape[2]
+        logits = []
+        for start, end in row_blocks(rows, pair_elements, self.block_elements):
+            if request_slot is None:
+                block = [tensor[start:end] for tensor in encoding]
+            else:
+                block = [rows_of(tensor, request_slot[start:end]) for tensor in encoding]
+            request_share, behaviours, key_hidden, mask = block
+            interest = self.attention.attend(behaviours, key_hidden, mask, target_hidden[start:end])
+            hidden = item_share[start:end] + F.linear(interest, interest_weight) + request_share.unsqueeze(1)
+            for layer in list(self.tower)[1:]:
+                hidden = layer(hidden)
+            logits.append(hidden.squeeze(-1))
+        return logits[0] if len(logits) == 1 else torch.cat(logits)

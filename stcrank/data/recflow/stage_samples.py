@@ -122,7 +122,7 @@ class ExtraNegativeDay:
 
     def batch(self, index: Tensor, generator: torch.Generator | None = None) -> dict[str, Tensor]:
         """Gather samples ``index`` into an exposures batch (the draw was made when the day was loaded)."""
-        out = self.exposures.requests.gather(self.request_row[index])
+        out = self.exposures.requests.gather_shared(self.request_row[index])
         out["item"] = self.item[index].long()
         out["label"] = self.label[index]
         return {key: out[key] for key in EXPOSURE_BATCH_KEYS}

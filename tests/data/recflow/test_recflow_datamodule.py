@@ -37,17 +37,22 @@ def test_batches_follow_the_contract(recflow_store):
     batch = next(iter(module.train_dataloader()))
     assert list(batch) == list(EXPOSURE_BATCH_KEYS)
     b = len(batch["label"])
-    assert 0 < b <= 100
+    r = len(batch["user"])  # request-level tensors are held once per request of the batch
+    assert 0 < r <= b <= 100
     expected = {
-        "context": ((b, 3), torch.int64),
-        "user": ((b, 5), torch.int64),
+        "context": ((r, 3), torch.int64),
+        "user": ((r, 5), torch.int64),
         "item": ((b, 8), torch.int64),
-        "seq": ((b, 50, 5), torch.int64),
-        "seq_mask": ((b, 50), torch.bool),
+        "seq": ((r, 50, 5), torch.int64),
+        "seq_mask": ((r, 50), torch.bool),
         "label": ((b,), torch.float32),
         "request_id": ((b,), torch.int64),
+        "request_slot": ((b,), torch.int64),
     }
     assert {k: (tuple(v.shape), v.dtype) for k, v in batch.items()} == expected
+    assert sorted(set(batch["request_slot"].tolist())) == list(range(r))
+    distinct = batch["request_id"].new_zeros(r).index_copy_(0, batch["request_slot"], batch["request_id"])
+    assert len(set(distinct.tolist())) == r  # one slot per distinct request
     for j, name in enumerate(USER_FEATURES):
         assert batch["user"][:, j].min() >= 1 and batch["user"][:, j].max() < sizes[name]
     for j, name in enumerate(ITEM_FEATURES):
