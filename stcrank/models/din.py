@@ -6,9 +6,10 @@ The network's work splits into a per-request part and a per-candidate part, comp
 * once per request: the context, user and behaviour embeddings (refined by their competing items in the UBM
   variant), the behaviours' share of the attention MLP's first layer and the request's share of the prediction
   tower's first layer;
-* once per candidate: the item embeddings, the target's share of the attention MLP's first layer and the item's
-  share of the tower's first layer;
-* per (candidate, behaviour) pair: only the attention MLP's ReLU and second layer.
+* once per distinct item of the batch (:mod:`stcrank.models.distinct`): the item embeddings, the target's share
+  of the attention MLP's first layer and the item's share of the tower's first layer;
+* per (candidate, behaviour) pair: only the attention MLP's ReLU and second layer, over blocks of rows sized for
+  the CPU cache, skipping the positions that are padding in every row of a block.
 
 A batch holds one row per request (stage candidates) or one row per exposure with ``request_slot`` naming the
 row's request (see :mod:`stcrank.models.per_request`); both are scored by the same code.
@@ -25,9 +26,10 @@ from torch.nn import functional as F
 from stcrank.models.aux_tower import AuxiliaryTwoTower
 from stcrank.models.base import RankingNetwork
 from stcrank.models.competing import CompetingAttention, refine_behaviours
+from stcrank.models.distinct import per_distinct_row
 from stcrank.models.features import SEQUENCE_FEATURES, RecFlowEmbeddings
 from stcrank.models.mlp import mlp
-from stcrank.models.per_request import BLOCK_ELEMENTS, row_blocks, rows_of
+from stcrank.models.per_request import BLOCK_ELEMENTS, block_sizes, rows_of, without_padded_positions
 
 
 class TargetAttention(nn.Module):
@@ -36,8 +38,8 @@ class TargetAttention(nn.Module):
     The first layer on the concatenation is the sum of a behaviour map and a target map, so it splits into the
     behaviours' share (:meth:`project_keys`, once per request) and the target's share with the bias
     (:meth:`project_targets`, once per candidate). Per (target, behaviour) pair only the ReLU and the second
-    layer remain, computed as ``v . relu(k + t) = v . max(k, -t) + v . t``: one broadcast maximum and one matrix
-    product per pair, the ``v . t`` term once per target.
+    layer remain; without gradients they are computed as ``v . relu(k + t) = v . max(k, -t) + v . t``, one
+    broadcast maximum and one matrix product per pair (the ``v . t`` term once per target).
 
     Args:
         width: Width of one behaviour (and target) representation.
@@ -71,9 +73,13 @@ class TargetAttention(nn.Module):
             Interest per target ``[N, C, w]``; zero for a user with no behaviour.
         """
         v = self.second.weight[0]
-        # relu(k + t) = max(k, -t) + t, so the pair term needs no separate ReLU pass over [N, C, L, hidden].
-        pairs = torch.maximum(key_hidden.unsqueeze(1), target_hidden.neg().unsqueeze(2)) @ v  # [N, C, L]
-        logits = pairs + (target_hidden @ v + self.second.bias).unsqueeze(-1)
+        if torch.is_grad_enabled():
+            # Training: ReLU's backward is one pass over the pairs (the maximum's is several).
+            logits = torch.relu_(key_hidden.unsqueeze(1) + target_hidden.unsqueeze(2)) @ v + self.second.bias
+        else:
+            # relu(k + t) = max(k, -t) + t: one pass over [N, C, L, hidden] less than adding, then the ReLU.
+            pairs = torch.maximum(key_hidden.unsqueeze(1), target_hidden.neg().unsqueeze(2)) @ v  # [N, C, L]
+            logits = pairs + (target_hidden @ v + self.second.bias).unsqueeze(-1)
         # A large negative rather than -inf: an empty history gives uniform weights over zero embeddings.
         logits = logits.masked_fill(~mask.unsqueeze(1), -1e9)
         return torch.softmax(logits, dim=-1) @ keys
@@ -234,6 +240,14 @@ class DIN(RankingNetwork):
         tower = F.linear(self.request_embedding(context, user), first.weight[:, : self.input_widths[0]], first.bias)
         return RequestEncoding(tower, behaviours, self.attention.project_keys(behaviours), seq_mask)
 
+    def _item_side(self, items: Tensor) -> Tensor:
+        # items [N, 8] -> [N, attention_hidden + tower[0]]: the target's share of the attention MLP's first layer
+        # and the item's share of the tower's first layer.
+        item = self.embeddings.item(items)  # [N, 8, d]
+        target_hidden = self.attention.project_targets(item[:, : len(SEQUENCE_FEATURES)].flatten(-2))
+        item_share = F.linear(item.flatten(-2), self.tower[0].weight.split(self.input_widths, dim=1)[2])
+        return torch.cat([target_hidden, item_share], dim=-1)
+
     def score_items(self, encoding: RequestEncoding, items: Tensor, request_slot: Tensor | None = None) -> Tensor:
         """Logits ``[B, C]`` of items ``[B, C, 8]``, row ``b`` belonging to request ``request_slot[b]``.
 
@@ -242,23 +256,33 @@ class DIN(RankingNetwork):
             items: Item features of each row, ``[B, C, 8]``.
             request_slot: Request of each row ``[B]``; None when row ``b`` is request ``b``.
         """
-        item = self.embeddings.item(items)  # [B, C, 8, d]
-        target_hidden = self.attention.project_targets(item[..., : len(SEQUENCE_FEATURES), :].flatten(-2))
-        first = self.tower[0]
-        _, interest_weight, item_weight = first.weight.split(self.input_widths, dim=1)
-        item_share = F.linear(item.flatten(-2), item_weight)  # [B, C, tower[0]]
+        target_hidden, item_share = per_distinct_row(self._item_side, items).split(
+            [self.attention.first.out_features, self.tower[0].out_features], dim=-1
+        )
         rows, candidates = items.shape[:2]
-        pair_elements = candidates * encoding.key_hidden.shape[1] * encoding.key_hidden.shape[2]
-        logits = []
-        for start, end in row_blocks(rows, pair_elements, self.block_elements):
-            if request_slot is None:
-                block = [tensor[start:end] for tensor in encoding]
-            else:
-                block = [rows_of(tensor, request_slot[start:end]) for tensor in encoding]
-            request_share, behaviours, key_hidden, mask = block
-            interest = self.attention.attend(behaviours, key_hidden, mask, target_hidden[start:end])
-            hidden = item_share[start:end] + F.linear(interest, interest_weight) + request_share.unsqueeze(1)
-            for layer in list(self.tower)[1:]:
-                hidden = layer(hidden)
-            logits.append(hidden.squeeze(-1))
-        return logits[0] if len(logits) == 1 else torch.cat(logits)
+        behaviours, key_hidden, mask = (rows_of(tensor, request_slot) for tensor in encoding[1:])
+        # The pairwise term, block by block: [rows, candidates, L, attention_hidden] never exists at once.
+        pair_elements = candidates * key_hidden.shape[1] * key_hidden.shape[2]
+        sizes = block_sizes(rows, pair_elements, self.block_elements, items.device)
+        interest = []
+        for block_mask, values, keys, targets in zip(
+            *(tensor.split(sizes) for tensor in (mask, behaviours, key_hidden, target_hidden)), strict=True
+        ):
+            block_mask, values, keys = without_padded_positions(block_mask, values, keys)
+            interest.append(self.attention.attend(values, keys, block_mask, targets))
+        interest = interest[0] if len(interest) == 1 else torch.cat(interest)  # [B, C, 5d]
+        interest_weight = self.tower[0].weight.split(self.input_widths, dim=1)[1]
+        hidden = item_share + F.linear(interest, interest_weight) + rows_of(encoding.tower, request_slot).unsqueeze(1)
+        return self._tower_after_first_layer(hidden.view(rows * candidates, -1)).view(rows, candidates)
+
+    def _tower_after_first_layer(self, hidden: Tensor) -> Tensor:
+        # [N, tower[0]] pre-activations -> [N] logits, over blocks of rows that keep the activations in the cache
+        layers = list(self.tower)[2:]
+        widest = max(layer.out_features for layer in layers if isinstance(layer, nn.Linear))
+        out = []
+        for block in hidden.split(block_sizes(len(hidden), widest, self.block_elements, hidden.device)):
+            block = torch.relu(block)
+            for layer in layers:
+                block = layer(block)
+            out.append(block.squeeze(-1))
+        return out[0] if len(out) == 1 else torch.cat(out)

@@ -9,9 +9,10 @@ from torch import Tensor, nn
 
 from stcrank.models.base import RankingNetwork
 from stcrank.models.competing import CompetingAttention, refine_behaviours
+from stcrank.models.distinct import per_distinct_row
 from stcrank.models.features import SEQUENCE_FEATURES, RecFlowEmbeddings
 from stcrank.models.mlp import mlp
-from stcrank.models.per_request import BLOCK_ELEMENTS, row_blocks, rows_of
+from stcrank.models.per_request import BLOCK_ELEMENTS, block_sizes, rows_of
 
 
 def masked_mean(values: Tensor, mask: Tensor) -> Tensor:
@@ -28,7 +29,8 @@ class DSSM(RankingNetwork):
       enters it (the reference code sums the padded positions, whose ``category_level_one`` embedding leaks).
       With ``competing=True`` the mean of the behaviours' competing-item representations (5 features) is
       appended (the coarse UBM variant).
-    * Item tower: the item's 8 features through ``item_tower``.
+    * Item tower: the item's 8 features through ``item_tower``, once per distinct item of a batch
+      (:mod:`stcrank.models.distinct`).
     * Logit: the inner product of the two vectors. The user vector is computed once per request and scored
       against every candidate of the request, and against every exposure of it in a batch with
       ``request_slot`` (see :mod:`stcrank.models.per_request`).
@@ -106,13 +108,16 @@ class DSSM(RankingNetwork):
         return self.user_tower(torch.cat(parts, dim=-1))
 
     def item_vector(self, items: Tensor) -> Tensor:
-        """The item-tower output of items ``[..., 8]``, ``[..., w]``."""
-        embedded = self.embeddings.item(items).flatten(-2)
-        flat = embedded.reshape(-1, embedded.shape[-1])
+        """The item-tower output of items ``[..., 8]``, ``[..., w]``, computed once per distinct item."""
+        return per_distinct_row(self._item_tower, items)
+
+    def _item_tower(self, items: Tensor) -> Tensor:
+        # items [N, 8] -> [N, w], over blocks of rows that keep the activations in the CPU cache
+        flat = self.embeddings.item(items).flatten(-2)
         widest = max(layer.out_features for layer in self.item_tower if isinstance(layer, nn.Linear))
-        blocks = [self.item_tower(flat[start:end]) for start, end in row_blocks(len(flat), widest, self.block_elements)]
-        vectors = blocks[0] if len(blocks) == 1 else torch.cat(blocks)
-        return vectors.view(*items.shape[:-1], vectors.shape[-1])
+        sizes = block_sizes(len(flat), widest, self.block_elements, flat.device)
+        blocks = [self.item_tower(block) for block in flat.split(sizes)]
+        return blocks[0] if len(blocks) == 1 else torch.cat(blocks)
 
     def score_items(self, users: Tensor, items: Tensor, request_slot: Tensor | None = None) -> Tensor:
         """Logits ``[B, C]`` of items ``[B, C, 8]`` against user vectors ``[R, w]``.

@@ -6,7 +6,7 @@ user, context and behaviour sequence. A batch can therefore carry the request-le
 once per request and gathers it per row (:func:`rows_of`). Without ``request_slot`` every row is its own request.
 
 The pairwise work of target attention (every candidate against every behaviour) is run over blocks of rows small
-enough to stay in the CPU cache (:func:`row_blocks`); when the network is traced (``torch.compile``,
+enough to stay in the CPU cache (:func:`block_sizes`); when the network is traced (``torch.compile``,
 ``torch.export``) it is one block, so the traced graph has no shape-dependent loop.
 """
 
@@ -15,8 +15,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-BLOCK_ELEMENTS = 1 << 18
-"""Default size (in floats, 1 MiB) of the largest intermediate tensor of one block of rows."""
+BLOCK_ELEMENTS = 1 << 20
+"""Default size (in floats, 4 MiB) of the largest intermediate tensor of one block of rows on a CPU."""
+
+ACCELERATOR_BLOCK_ELEMENTS = 1 << 26
+"""Smallest block (in floats, 256 MiB) on an accelerator, where blocks only bound memory and each costs launches."""
 
 
 def rows_of(per_request: Tensor, request_slot: Tensor | None) -> Tensor:
@@ -32,18 +35,50 @@ def rows_of(per_request: Tensor, request_slot: Tensor | None) -> Tensor:
     return per_request if request_slot is None else per_request.index_select(0, request_slot)
 
 
-def row_blocks(rows: int, elements_per_row: int, block_elements: int = BLOCK_ELEMENTS) -> list[tuple[int, int]]:
-    """Consecutive ranges of rows whose intermediate tensors hold about ``block_elements`` floats.
+def block_sizes(
+    rows: int, elements_per_row: int, block_elements: int = BLOCK_ELEMENTS, device: torch.device | None = None
+) -> list[int]:
+    """Sizes of consecutive blocks of rows whose intermediate tensors hold about ``block_elements`` floats.
+
+    Split the per-row tensors with ``tensor.split(sizes)``: its backward pass assembles the blocks' gradients in
+    one step (slicing each block apart would allocate a full-size gradient per block).
 
     Args:
         rows: Number of rows.
         elements_per_row: Floats of the largest intermediate tensor per row.
-        block_elements: Target size of one block's intermediate tensor.
+        block_elements: Target size of one block's intermediate tensor on a CPU.
+        device: Where the tensors are; on an accelerator a block holds at least
+            :data:`ACCELERATOR_BLOCK_ELEMENTS` floats.
 
     Returns:
-        ``(start, end)`` ranges covering ``[0, rows)``; a single range while tracing for compile or export.
+        Block sizes summing to ``rows``; one block while tracing for compile or export, or when ``rows == 0``.
     """
     if torch.compiler.is_compiling() or rows == 0:
-        return [(0, rows)]
+        return [rows]
+    if device is not None and device.type != "cpu":
+        block_elements = max(block_elements, ACCELERATOR_BLOCK_ELEMENTS)
     step = max(1, block_elements // max(1, elements_per_row))
-    return [(start, min(start + step, rows)) for start in range(0, rows, step)]
+    return [min(step, rows - start) for start in range(0, rows, step)]
+
+
+def without_padded_positions(mask: Tensor, *tensors: Tensor) -> tuple[Tensor, ...]:
+    """Drop the sequence positions that are padding in every row of a block (exact; CPU only, not when traced).
+
+    Padded positions get a softmax weight of exactly 0 in a row with at least one real position, so dropping
+    them changes nothing there. A row with no real position averages all of its (padding) positions, so nothing
+    is dropped from a block that holds one.
+
+    Args:
+        mask: ``True`` on real positions, ``[N, L]``.
+        tensors: Tensors with the positions on axis 1, ``[N, L, ...]``.
+
+    Returns:
+        ``(mask, *tensors)``, cut to the positions real in some row.
+    """
+    if torch.compiler.is_compiling() or mask.device.type != "cpu":
+        return (mask, *tensors)
+    real = mask.any(0)
+    if bool(real.all()) or not bool(mask.any(1).all()):
+        return (mask, *tensors)
+    index = real.nonzero().squeeze(1)
+    return tuple(tensor.index_select(1, index) for tensor in (mask, *tensors))
