@@ -29,7 +29,13 @@ from stcrank.models.competing import CompetingAttention, refine_behaviours
 from stcrank.models.distinct import per_distinct_row
 from stcrank.models.features import SEQUENCE_FEATURES, RecFlowEmbeddings
 from stcrank.models.mlp import mlp
-from stcrank.models.per_request import BLOCK_ELEMENTS, block_sizes, rows_of, without_padded_positions
+from stcrank.models.per_request import (
+    BLOCK_ELEMENTS,
+    block_sizes,
+    length_sorted_blocks,
+    rows_of,
+    without_padded_positions,
+)
 
 
 class TargetAttention(nn.Module):
@@ -39,7 +45,8 @@ class TargetAttention(nn.Module):
     behaviours' share (:meth:`project_keys`, once per request) and the target's share with the bias
     (:meth:`project_targets`, once per candidate). Per (target, behaviour) pair only the ReLU and the second
     layer remain; without gradients they are computed as ``v . relu(k + t) = v . max(k, -t) + v . t``, one
-    broadcast maximum and one matrix product per pair (the ``v . t`` term once per target).
+    broadcast maximum and one matrix product per pair (``v . t`` and the bias are constant over a target's
+    behaviours, so the softmax drops them).
 
     Args:
         width: Width of one behaviour (and target) representation.
@@ -77,9 +84,9 @@ class TargetAttention(nn.Module):
             # Training: ReLU's backward is one pass over the pairs (the maximum's is several).
             logits = torch.relu_(key_hidden.unsqueeze(1) + target_hidden.unsqueeze(2)) @ v + self.second.bias
         else:
-            # relu(k + t) = max(k, -t) + t: one pass over [N, C, L, hidden] less than adding, then the ReLU.
-            pairs = torch.maximum(key_hidden.unsqueeze(1), target_hidden.neg().unsqueeze(2)) @ v  # [N, C, L]
-            logits = pairs + (target_hidden @ v + self.second.bias).unsqueeze(-1)
+            # relu(k + t) = max(k, -t) + t: one pass over [N, C, L, hidden] less than adding, then the ReLU. The
+            # rest of the logit, v . t + bias, is the same for every behaviour of a target: the softmax ignores it.
+            logits = torch.maximum(key_hidden.unsqueeze(1), target_hidden.neg().unsqueeze(2)) @ v  # [N, C, L]
         # A large negative rather than -inf: an empty history gives uniform weights over zero embeddings.
         logits = logits.masked_fill(~mask.unsqueeze(1), -1e9)
         return torch.softmax(logits, dim=-1) @ keys
@@ -260,20 +267,34 @@ class DIN(RankingNetwork):
             [self.attention.first.out_features, self.tower[0].out_features], dim=-1
         )
         rows, candidates = items.shape[:2]
-        behaviours, key_hidden, mask = (rows_of(tensor, request_slot) for tensor in encoding[1:])
-        # The pairwise term, block by block: [rows, candidates, L, attention_hidden] never exists at once.
-        pair_elements = candidates * key_hidden.shape[1] * key_hidden.shape[2]
-        sizes = block_sizes(rows, pair_elements, self.block_elements, items.device)
-        interest = []
-        for block_mask, values, keys, targets in zip(
-            *(tensor.split(sizes) for tensor in (mask, behaviours, key_hidden, target_hidden)), strict=True
-        ):
-            block_mask, values, keys = without_padded_positions(block_mask, values, keys)
-            interest.append(self.attention.attend(values, keys, block_mask, targets))
-        interest = interest[0] if len(interest) == 1 else torch.cat(interest)  # [B, C, 5d]
+        interest = self._interest(encoding, target_hidden, request_slot)  # [B, C, 5d]
         interest_weight = self.tower[0].weight.split(self.input_widths, dim=1)[1]
         hidden = item_share + F.linear(interest, interest_weight) + rows_of(encoding.tower, request_slot).unsqueeze(1)
         return self._tower_after_first_layer(hidden.view(rows * candidates, -1)).view(rows, candidates)
+
+    def _interest(self, encoding: RequestEncoding, target_hidden: Tensor, request_slot: Tensor | None) -> Tensor:
+        # The pairwise term block by block: [B, C, L, attention_hidden] never exists at once. On a CPU, rows go in
+        # order of history length, so that a block's positions that are padding in all of its rows are skipped.
+        rows, candidates, hidden = target_hidden.shape
+        mask = rows_of(encoding.mask, request_slot)
+        sorted_blocks = length_sorted_blocks(mask, candidates * hidden, self.block_elements)
+        if sorted_blocks is None:
+            order = None
+            sizes = block_sizes(rows, candidates * mask.shape[1] * hidden, self.block_elements, target_hidden.device)
+            per_row = [rows_of(tensor, request_slot) for tensor in encoding[1:3]] + [mask, target_hidden]
+        else:
+            order, sizes = sorted_blocks
+            index = order if request_slot is None else request_slot.index_select(0, order)
+            per_row = [tensor.index_select(0, index) for tensor in encoding[1:]]
+            per_row.append(target_hidden.index_select(0, order))
+        interest = []
+        for values, keys, block_mask, targets in zip(*(tensor.split(sizes) for tensor in per_row), strict=True):
+            block_mask, values, keys = without_padded_positions(block_mask, values, keys)
+            interest.append(self.attention.attend(values, keys, block_mask, targets))
+        interest = interest[0] if len(interest) == 1 else torch.cat(interest)
+        if order is not None:
+            interest = interest.index_select(0, torch.argsort(order))
+        return interest
 
     def _tower_after_first_layer(self, hidden: Tensor) -> Tensor:
         # [N, tower[0]] pre-activations -> [N] logits, over blocks of rows that keep the activations in the cache

@@ -77,8 +77,47 @@ def without_padded_positions(mask: Tensor, *tensors: Tensor) -> tuple[Tensor, ..
     """
     if torch.compiler.is_compiling() or mask.device.type != "cpu":
         return (mask, *tensors)
-    real = mask.any(0)
-    if bool(real.all()) or not bool(mask.any(1).all()):
+    if not bool(mask.any(1).all()):
         return (mask, *tensors)
-    index = real.nonzero().squeeze(1)
-    return tuple(tensor.index_select(1, index) for tensor in (mask, *tensors))
+    real = mask.any(0).nonzero().squeeze(1)
+    if len(real) == mask.shape[1]:
+        return (mask, *tensors)
+    first, last = int(real[0]), int(real[-1]) + 1
+    if last - first == len(real):  # one run of positions (left-padded sequences): views, no copy
+        return tuple(tensor[:, first:last] for tensor in (mask, *tensors))
+    return tuple(tensor.index_select(1, real) for tensor in (mask, *tensors))
+
+
+def length_sorted_blocks(
+    mask: Tensor, elements_per_position: int, block_elements: int = BLOCK_ELEMENTS
+) -> tuple[Tensor, list[int]] | None:
+    """Rows ordered by their number of real positions, longest first, in blocks sized by their longest row.
+
+    Rows of similar lengths then share a block, so that :func:`without_padded_positions` cuts most of each
+    block's padding, and short rows fill larger blocks (fewer, larger operations).
+
+    Args:
+        mask: ``True`` on real positions, ``[N, L]``.
+        elements_per_position: Floats of the block's intermediate tensor per row and position.
+        block_elements: Target size of one block's intermediate tensor.
+
+    Returns:
+        ``(order [N], sizes)``: the row order and the block sizes in that order; None on an accelerator or while
+        tracing (blocks are then :func:`block_sizes` in the given order, with every position).
+    """
+    if torch.compiler.is_compiling() or mask.device.type != "cpu" or len(mask) == 0:
+        return None
+    lengths = mask.sum(1)
+    order = torch.argsort(lengths, descending=True, stable=True)
+    # A row without real positions keeps all of them (see without_padded_positions).
+    spans = [length or mask.shape[1] for length in lengths[order].tolist()]
+    sizes, start = [], 0
+    while start < len(spans):
+        size = max(1, block_elements // max(1, elements_per_position * spans[start]))
+        size = min(size, len(spans) - start)
+        if spans[start + size - 1] == mask.shape[1] and spans[start] != mask.shape[1]:
+            # Keep empty rows (full span) out of a block of shorter rows: they would widen it to every position.
+            size = next(i for i in range(size) if spans[start + i] == mask.shape[1]) or size
+        sizes.append(size)
+        start += size
+    return order, sizes

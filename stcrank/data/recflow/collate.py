@@ -270,6 +270,13 @@ class ExposureDay:
         data = store.exposures(day, list(FEEDBACK_COLUMNS))
         return int(compute_labels(label, data, f"{store.root}/{day}/exposures")[1].sum())
 
+    @staticmethod
+    def request_rows(store: RecFlowStore, day: str, label: LabelDefinition) -> np.ndarray:
+        """The request row of each sample of a day (exposures inside the label's mask), from a few columns."""
+        data = store.exposures(day, ["request_row", *FEEDBACK_COLUMNS])
+        keep = compute_labels(label, {n: data[n] for n in FEEDBACK_COLUMNS}, f"{store.root}/{day}/exposures")[1]
+        return data["request_row"][keep.numpy()]
+
     def __len__(self) -> int:
         return len(self.label)
 

@@ -102,4 +102,5 @@ def _load_with_competing(kind: SampleKind, stage: str, size: int, store: RecFlow
 
 def with_competing(kind: SampleKind, stage: str = "rank_pos", size: int = 10) -> SampleKind:
     """The same sample kind with competing items added to its batches."""
-    return SampleKind(load=functools.partial(_load_with_competing, kind, stage, size), count=kind.count)
+    load = functools.partial(_load_with_competing, kind, stage, size)
+    return SampleKind(load=load, count=kind.count, requests=kind.requests)

@@ -82,6 +82,21 @@ def test_one_epoch_covers_every_training_exposure_once_day_by_day(recflow_store)
     assert not np.array_equal(first_day.numpy(), stored)  # shuffled within the day
 
 
+def test_grouped_requests_cover_every_exposure_once_with_fewer_requests_per_batch(recflow_store):
+    store = RecFlowStore(recflow_store)
+    plain = list(RecFlowDataModule(str(recflow_store), batch_size=128, seed=5).train_dataloader())
+    module = RecFlowDataModule(str(recflow_store), batch_size=128, seed=5, group_requests=True)
+    batches = list(module.train_dataloader())
+    assert _batch_keys(batches) == _exposure_keys(store, store.train_days)
+    # whole requests: each request's exposures are consecutive in the epoch (one run per request and day)
+    order = torch.cat([b["request_id"] for b in batches]).numpy()
+    runs = 1 + int(np.count_nonzero(np.diff(order)))
+    assert runs == len(np.unique(order))
+    assert sum(len(b["seq"]) for b in batches) < 0.6 * sum(len(b["seq"]) for b in plain)
+    requests = [b["request_id"] for b in batches if b["request_id"].numel()]
+    assert not all(bool((r[1:] >= r[:-1]).all()) for r in requests)  # requests shuffled, not in store order
+
+
 def test_deterministic_under_the_seed_and_reshuffled_per_epoch(recflow_store):
     def run(seed, epoch=0):
         loader = RecFlowDataModule(str(recflow_store), batch_size=128, seed=seed).train_dataloader()
