@@ -273,14 +273,17 @@ class DIN(RankingNetwork):
         return self._tower_after_first_layer(hidden.view(rows * candidates, -1)).view(rows, candidates)
 
     def _interest(self, encoding: RequestEncoding, target_hidden: Tensor, request_slot: Tensor | None) -> Tensor:
-        # The pairwise term block by block: [B, C, L, attention_hidden] never exists at once. On a CPU, rows go in
-        # order of history length, so that a block's positions that are padding in all of its rows are skipped.
+        # The pairwise term block by block, so that [B, C, L, attention_hidden] never exists at once. On a CPU, with
+        # several candidates per row, rows go in order of history length so that a block's positions that are
+        # padding in all of its rows are skipped (with one candidate per row the pairs are no larger than the keys:
+        # skipping would cost about what it saves).
         rows, candidates, hidden = target_hidden.shape
         mask = rows_of(encoding.mask, request_slot)
-        sorted_blocks = length_sorted_blocks(mask, candidates * hidden, self.block_elements)
+        sorted_blocks = length_sorted_blocks(mask, candidates * hidden, self.block_elements) if candidates > 1 else None
         if sorted_blocks is None:
             order = None
-            sizes = block_sizes(rows, candidates * mask.shape[1] * hidden, self.block_elements, target_hidden.device)
+            pairs = candidates * mask.shape[1] * hidden
+            sizes = block_sizes(rows, pairs, self.block_elements, target_hidden.device)
             per_row = [rows_of(tensor, request_slot) for tensor in encoding[1:3]] + [mask, target_hidden]
         else:
             order, sizes = sorted_blocks
