@@ -43,8 +43,8 @@ def competing_load(cores: int) -> Iterator[None]:
             process.join()
 
 
-def add_common_arguments(parser: argparse.ArgumentParser, device: bool = True) -> None:
-    """Add ``--load``, ``--busy-cores``, ``--threads`` and (optionally) ``--device``."""
+def add_common_arguments(parser: argparse.ArgumentParser, device: bool = True, threads: bool = True) -> None:
+    """Add ``--load``, ``--busy-cores`` and (optionally) ``--threads`` and ``--device``."""
     parser.add_argument(
         "--load",
         choices=["idle", "busy", "both"],
@@ -52,7 +52,8 @@ def add_common_arguments(parser: argparse.ArgumentParser, device: bool = True) -
         help="measure as the machine is, with a competing busy loop, or both (with the busy/idle ratio)",
     )
     parser.add_argument("--busy-cores", type=int, default=1, help="spinning processes of the busy measurement")
-    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    if threads:
+        parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     if device:
         parser.add_argument("--device", default="cpu", help="cpu or cuda")
 
