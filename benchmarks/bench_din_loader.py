@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 from bench_ranking_models import ensure_store
-from harness import add_common_arguments, apply_threads, machine, under_loads
+from harness import add_common_arguments, apply_threads, machine, parse_arguments, under_loads
 
 from stcrank.data.recflow.datamodule import RecFlowDataModule
 from stcrank.models.din import DIN
@@ -43,7 +43,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--batch-size", type=int, default=1024)
     add_common_arguments(parser, device=False)
-    args = parser.parse_args()
+    args = parse_arguments(parser)
     apply_threads(args.threads)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="stcrank-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)

@@ -35,7 +35,7 @@ import pyarrow.feather as feather
 import torch
 import torch.nn.functional as F
 from bench_ranking_models import Clock, ensure_store
-from harness import add_common_arguments, apply_threads, check_device, machine, under_loads
+from harness import add_common_arguments, apply_threads, check_device, machine, parse_arguments, under_loads
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
@@ -247,7 +247,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--batch-size", type=int, default=1024)
     add_common_arguments(parser)
-    args = parser.parse_args()
+    args = parse_arguments(parser)
     apply_threads(args.threads)
     check_device(args.device)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="stcrank-bench-"))

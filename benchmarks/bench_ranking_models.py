@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 import torch
-from harness import add_common_arguments, apply_threads, check_device, machine, under_loads
+from harness import add_common_arguments, apply_threads, check_device, machine, parse_arguments, under_loads
 
 NETWORKS = ("dssm", "dssm_competing", "din", "din_competing")
 HEADLINE = ("train_samples_per_s", "train_samples_per_cpu_s", "eval_requests_per_s", "eval_requests_per_cpu_s")
@@ -153,6 +153,7 @@ def _child(args: argparse.Namespace, store: Path, checkout: Path | None) -> dict
         env["PYTHONPATH"] = os.pathsep.join(path for path in paths if path)
     command = [sys.executable, __file__, "--child", str(store), "--steps", str(args.steps)]
     command += ["--batch-size", str(args.batch_size), "--device", args.device, "--only", *args.only]
+    command += ["--wait-policy", args.wait_policy]
     if args.threads is not None:
         command += ["--threads", str(args.threads)]
     result = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
@@ -192,7 +193,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="alternating runs of each side with --baseline")
     parser.add_argument("--child", type=Path, default=None, help=argparse.SUPPRESS)
     add_common_arguments(parser)
-    args = parser.parse_args()
+    args = parse_arguments(parser)
     apply_threads(args.threads)
     check_device(args.device)
     if args.child is not None:  # one measurement, printed for the parent

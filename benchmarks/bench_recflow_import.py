@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness import add_common_arguments, machine, under_loads
+from harness import add_common_arguments, machine, parse_arguments, under_loads
 
 # ~176 logged rows per request (40 samples for each of the four dropped-item stages, as in the release's second
 # period) x ~28K requests = ~5M all_stage rows for one day.
@@ -66,7 +66,7 @@ def main() -> None:
     parser.add_argument("--chunk-rows", default="2000000", help="rows per streamed chunk, or 'none' (whole day)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     add_common_arguments(parser, device=False, threads=False)
-    args = parser.parse_args()
+    args = parse_arguments(parser)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench_recflow_"))
     release, store = workdir / f"release-{args.users}-{args.compression}", workdir / "store"
     synth_seconds = None

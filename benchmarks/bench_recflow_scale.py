@@ -25,7 +25,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from harness import add_common_arguments, flatten, machine, under_loads
+from harness import add_common_arguments, flatten, machine, parse_arguments, under_loads
 
 # ~205 logged rows per request (13 + 4 x 48), about the release's 204.
 FUNNEL = {"retrieved": 500, "prerank_keep": 250, "coarse_keep": 120, "rank_keep": 70, "stage_samples": 48}
@@ -175,7 +175,7 @@ def main() -> None:
     parser.add_argument("--loader-chunk-rows", type=int, default=4_000_000, help="loader part (stage rows)")
     parser.add_argument("--keep", action="store_true", help="keep the generated data")
     add_common_arguments(parser, device=False, threads=False)
-    args = parser.parse_args()
+    args = parse_arguments(parser)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench-recflow-scale-"))
     workdir.mkdir(parents=True, exist_ok=True)
 

@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable
 
 import torch
-from harness import add_common_arguments, check_device, machine, under_loads
+from harness import add_common_arguments, check_device, machine, parse_arguments, under_loads
 
 from stcrank.rerank import RERANK_THREADS, hit_rate_table, relative_gap, sequence_value
 from stcrank_plugins.rerankers.beam_search import BeamSearchReranker
@@ -119,7 +119,7 @@ def main() -> None:
     )
     add_common_arguments(parser)
     parser.set_defaults(threads=len(os.sched_getaffinity(0)), device=None)
-    args = parser.parse_args()
+    args = parse_arguments(parser)
     torch.set_num_threads(args.threads)
     devices = [check_device(args.device)] if args.device else ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 from bench_ranking_models import Clock
-from harness import add_common_arguments, apply_threads, check_device, machine, under_loads
+from harness import add_common_arguments, apply_threads, check_device, machine, parse_arguments, under_loads
 
 from stcrank.data.recflow.importer import import_recflow
 from stcrank.data.recflow.retrieval import RecFlowRetrievalDataModule
@@ -124,7 +124,7 @@ def main() -> None:
     parser.add_argument("--corpus", type=int, default=1_000_000, help="size of the large random corpus (0: skip)")
     parser.add_argument("--corpus-requests", type=int, default=1800)
     add_common_arguments(parser)
-    args = parser.parse_args()
+    args = parse_arguments(parser)
     apply_threads(args.threads)
     device = check_device(args.device)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench-retrieval-"))

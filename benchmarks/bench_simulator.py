@@ -15,7 +15,7 @@ import time
 from dataclasses import replace
 
 import torch
-from harness import add_common_arguments, machine, under_loads
+from harness import add_common_arguments, machine, parse_arguments, under_loads
 
 from stcrank.simulation import (
     ExploreConfig,
@@ -106,7 +106,7 @@ def main() -> None:
     parser.add_argument("--candidates", type=int, nargs="+", default=[200, 800])
     parser.add_argument("--threads", type=int, default=1)
     add_common_arguments(parser, device=False, threads=False)
-    args = parser.parse_args()
+    args = parse_arguments(parser)
     torch.set_num_threads(args.threads)
 
     def headline(figures: dict) -> dict:

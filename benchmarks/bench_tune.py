@@ -17,7 +17,7 @@ from pathlib import Path
 
 import optuna
 import torch
-from harness import add_common_arguments, machine, under_loads
+from harness import add_common_arguments, machine, parse_arguments, under_loads
 
 from stcrank.tuning.objectives import SumAucObjective, TuningContext
 from stcrank.tuning.predictions import read_predictions, synthetic_predictions
@@ -83,7 +83,7 @@ def main() -> None:
     parser.add_argument("--evaluations", type=int, default=100)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (stcrank tune's default is 1)")
     add_common_arguments(parser, device=False, threads=False)
-    options = parser.parse_args()
+    options = parse_arguments(parser)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     torch.set_num_threads(options.threads)
 

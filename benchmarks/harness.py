@@ -1,6 +1,7 @@
 """What every benchmark shares: a controlled competing load, the machine's description, and the common options.
 
-``--load idle`` measures on the machine as it is, ``--load busy`` while this benchmark keeps ``--busy-cores``
+Benchmarks run with ``OMP_WAIT_POLICY=PASSIVE`` as ``stcrank`` commands do (``--wait-policy``). ``--load idle``
+measures on the machine as it is, ``--load busy`` while this benchmark keeps ``--busy-cores``
 processes spinning (``while True`` loops, started and stopped by the benchmark itself), ``--load both`` does both
 and reports the ratio busy / idle of the benchmark's headline figures. On a shared machine "idle" means "without
 the benchmark's own extra load": the report carries the 1-minute load average seen at each measurement.
@@ -12,6 +13,7 @@ import argparse
 import contextlib
 import multiprocessing
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -43,8 +45,29 @@ def competing_load(cores: int) -> Iterator[None]:
             process.join()
 
 
+WAIT_POLICIES = ("passive", "active", "unset")
+
+
+def apply_wait_policy(policy: str) -> None:
+    """Run this benchmark with ``OMP_WAIT_POLICY=policy`` (``unset``: OpenMP's default), re-executing it if needed.
+
+    OpenMP reads the variable once, when torch loads it, so a benchmark whose environment differs starts again
+    with the same arguments and the variable set (``stcrank`` commands default to ``PASSIVE``).
+    """
+    wanted = None if policy == "unset" else policy.upper()
+    current = os.environ.get("OMP_WAIT_POLICY")
+    if current == wanted or (current is not None and wanted is not None and current.upper() == wanted):
+        return
+    if wanted is None:
+        os.environ.pop("OMP_WAIT_POLICY", None)
+    else:
+        os.environ["OMP_WAIT_POLICY"] = wanted
+    sys.stdout.flush()
+    os.execv(sys.executable, [sys.executable, *sys.argv])
+
+
 def add_common_arguments(parser: argparse.ArgumentParser, device: bool = True, threads: bool = True) -> None:
-    """Add ``--load``, ``--busy-cores`` and (optionally) ``--threads`` and ``--device``."""
+    """Add ``--load``, ``--busy-cores``, ``--wait-policy`` and (optionally) ``--threads`` and ``--device``."""
     parser.add_argument(
         "--load",
         choices=["idle", "busy", "both"],
@@ -52,10 +75,24 @@ def add_common_arguments(parser: argparse.ArgumentParser, device: bool = True, t
         help="measure as the machine is, with a competing busy loop, or both (with the busy/idle ratio)",
     )
     parser.add_argument("--busy-cores", type=int, default=1, help="spinning processes of the busy measurement")
+    parser.add_argument(
+        "--wait-policy",
+        choices=WAIT_POLICIES,
+        default="passive",
+        help="OMP_WAIT_POLICY to run with (stcrank's default: passive; unset: OpenMP's own default)",
+    )
     if threads:
         parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     if device:
         parser.add_argument("--device", default="cpu", help="cpu or cuda")
+
+
+def parse_arguments(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """Parse the options and apply ``--wait-policy`` (which may start the benchmark again, see
+    :func:`apply_wait_policy`)."""
+    args = parser.parse_args()
+    apply_wait_policy(args.wait_policy)
+    return args
 
 
 def apply_threads(threads: int | None) -> None:

@@ -10,6 +10,7 @@ module is imported only when it runs, so ``stcrank plugins`` does not pay for im
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from collections.abc import Callable
 
@@ -63,5 +64,11 @@ def main(args: list[str] | None = None) -> object:
 
 
 def console_main() -> None:
-    """Entry point of the ``stcrank`` console script: run :func:`main`, exit 0 unless it raised."""
+    """Entry point of the ``stcrank`` console script: run :func:`main`, exit 0 unless it raised.
+
+    Unless ``OMP_WAIT_POLICY`` is set, it is set to ``PASSIVE`` first (torch is not loaded yet): OpenMP threads
+    that wait then sleep instead of spinning, so multi-threaded kernels keep their speed when other processes
+    share the cores (see the scaling guide).
+    """
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     main()

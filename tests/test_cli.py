@@ -1,3 +1,5 @@
+import os
+
 import pytest
 
 from stcrank.cli import main
@@ -24,3 +26,16 @@ def test_data_lists_its_subcommands(capsys):
 def test_data_rejects_an_unknown_subcommand():
     with pytest.raises(SystemExit, match="unknown sub-command 'synth'"):
         main(["data", "synth"])
+
+
+def test_console_sets_a_passive_openmp_wait_policy_unless_one_is_set(monkeypatch):
+    import stcrank.cli as cli
+
+    monkeypatch.setattr(cli, "main", lambda: None)
+    monkeypatch.setenv("OMP_WAIT_POLICY", "placeholder")  # recorded, so that teardown restores the environment
+    monkeypatch.delenv("OMP_WAIT_POLICY")
+    cli.console_main()
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    cli.console_main()
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
