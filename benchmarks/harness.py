@@ -75,6 +75,7 @@ def add_common_arguments(parser: argparse.ArgumentParser, device: bool = True, t
         help="measure as the machine is, with a competing busy loop, or both (with the busy/idle ratio)",
     )
     parser.add_argument("--busy-cores", type=int, default=1, help="spinning processes of the busy measurement")
+    parser.add_argument("--rounds", type=int, default=1, help="alternating idle/busy rounds (best of each is kept)")
     parser.add_argument(
         "--wait-policy",
         choices=WAIT_POLICIES,
@@ -131,26 +132,34 @@ def check_device(device: str) -> str:
 def under_loads(
     measure: Callable[[], dict[str, Any]], args: argparse.Namespace, headline: Callable[[dict[str, Any]], dict]
 ) -> dict[str, Any]:
-    """Run ``measure`` idle, busy or both (per ``--load``) and report each with the load it ran under.
+    """Run ``measure`` idle, busy or both (per ``--load``), ``--rounds`` times alternately, with the load of each.
 
     Args:
         measure: Runs the benchmark once and returns its figures.
-        args: The parsed options (``load``, ``busy_cores``).
-        headline: Picks the figures (name -> number) whose busy / idle ratio is reported.
+        args: The parsed options (``load``, ``busy_cores``, ``rounds``).
+        headline: Picks the figures (name -> number, larger is better) whose busy / idle ratio is reported.
 
     Returns:
-        ``{"idle": {...}, "busy": {...}, "busy_over_idle": {name: ratio}}`` (the parts that were measured).
+        ``{"idle": {...}, "busy": {...}, "busy_over_idle": {name: ratio}}`` (the parts that were measured): the
+        figures of each load's last round, with ``"best"``, the best of each headline figure over the rounds (the
+        round least disturbed by the machine's other work), from which the ratios are taken.
     """
     loads = LOADS if args.load == "both" else (args.load,)
     out: dict[str, Any] = {}
+    best: dict[str, dict[str, float]] = {load: {} for load in loads}
+    for _ in range(max(1, getattr(args, "rounds", 1))):
+        for load in loads:
+            with competing_load(args.busy_cores) if load == "busy" else contextlib.nullcontext():
+                started = os.getloadavg()[0]
+                figures = measure()
+                figures["load_average_1min"] = round(max(started, os.getloadavg()[0]), 2)
+            for name, value in headline(figures).items():
+                best[load][name] = max(value, best[load].get(name, value))
+            out[load] = figures
     for load in loads:
-        with competing_load(args.busy_cores) if load == "busy" else contextlib.nullcontext():
-            started = os.getloadavg()[0]
-            figures = measure()
-            figures["load_average_1min"] = round(max(started, os.getloadavg()[0]), 2)
-        out[load] = figures
+        out[load]["best"] = best[load]
     if len(loads) == 2:
-        idle, busy = headline(out["idle"]), headline(out["busy"])
+        idle, busy = best["idle"], best["busy"]
         out["busy_over_idle"] = {name: round(busy[name] / idle[name], 3) for name in idle if idle[name]}
     return out
 

@@ -127,7 +127,8 @@ class DSSM(RankingNetwork):
             items: Item features of each row, ``[B, C, 8]``.
             request_slot: Request of each row ``[B]``; None when row ``b`` is request ``b``.
         """
-        return (self.item_vector(items) @ rows_of(users, request_slot).unsqueeze(-1)).squeeze(-1)
+        # A product and a sum rather than a batched matrix-vector product: one pass, no per-row kernel.
+        return (self.item_vector(items) * rows_of(users, request_slot).unsqueeze(-2)).sum(-1)
 
     def forward(self, batch: dict[str, Tensor]) -> Tensor:
         """Score the item of each row; logits ``[B]``."""

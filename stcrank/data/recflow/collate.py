@@ -376,8 +376,9 @@ class CandidateDay:
         valid = torch.arange(width).expand(len(rows), width) < counts[:, None]
         flat = torch.where(valid, self.offsets[rows][:, None] + slots, 0)
         out = self.requests.gather(rows)
-        out["candidates"] = self.item[flat].long() * valid[:, :, None]
+        padding = ~valid
+        out["candidates"] = self.item[flat].long().masked_fill_(padding[:, :, None], 0)
         out["candidate_mask"] = valid
-        out["candidate_label"] = self.label[flat] * valid
-        out["candidate_stage"] = self.priority[flat] * valid
+        out["candidate_label"] = self.label[flat].masked_fill_(padding, 0)
+        out["candidate_stage"] = self.priority[flat].masked_fill_(padding, 0)
         return {key: out[key] for key in CANDIDATE_BATCH_KEYS}
