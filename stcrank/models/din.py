@@ -91,6 +91,26 @@ class TargetAttention(nn.Module):
         logits = logits.masked_fill(~mask.unsqueeze(1), -1e9)
         return torch.softmax(logits, dim=-1) @ keys
 
+    def attend_one(self, keys: Tensor, mask: Tensor, target_hidden: Tensor) -> Tensor:
+        """Interest of one target per row, the behaviours projected per row (cheapest with gradients).
+
+        With one target per row the pairs are no more than the behaviours, so the first layer is computed in place
+        on the row's behaviours: one ``[N, L, hidden]`` tensor, no gather of projected behaviours.
+
+        Args:
+            keys: Behaviour representations of each row ``[N, L, w]``.
+            mask: ``True`` on real behaviours ``[N, L]``.
+            target_hidden: :meth:`project_targets` of each row's target, ``[N, 1, hidden]``.
+
+        Returns:
+            Interest ``[N, 1, w]``.
+        """
+        hidden = self.project_keys(keys)
+        hidden += target_hidden  # in place: the linear map's backward does not need its output
+        logits = torch.relu_(hidden) @ self.second.weight[0] + self.second.bias  # [N, L]
+        logits = logits.masked_fill(~mask, -1e9)
+        return (torch.softmax(logits, dim=-1).unsqueeze(1) @ keys).view(len(keys), 1, -1)
+
     def forward(self, keys: Tensor, mask: Tensor, targets: Tensor) -> Tensor:
         """Attend from each target to the behaviours.
 
@@ -105,19 +125,30 @@ class TargetAttention(nn.Module):
         return self.attend(keys, self.project_keys(keys), mask, self.project_targets(targets))
 
 
+def per_row_keys(items: Tensor) -> bool:
+    """Whether to project the behaviours per row rather than per request: when training on one item per row.
+
+    Projecting per request saves work only where requests repeat, while its backward pass gathers and scatters
+    ``[rows, L, attention_hidden]`` gradients; with one item per row, projecting each row's behaviours in place is
+    the cheaper of the two (and without gradients the per-request projection always is).
+    """
+    return items.shape[1] == 1 and torch.is_grad_enabled()
+
+
 class RequestEncoding(NamedTuple):
     """The per-request part of DIN's computation, one row per request.
 
     Attributes:
         tower: The request's share of the prediction tower's first layer, bias included, ``[R, tower[0]]``.
         behaviours: Behaviour representations (keys and values of the attention), ``[R, L, 5d]``.
-        key_hidden: The behaviours' share of the attention MLP's first layer, ``[R, L, attention_hidden]``.
+        key_hidden: The behaviours' share of the attention MLP's first layer, ``[R, L, attention_hidden]``; None
+            when it is computed per row instead (training on one item per row, see :meth:`DIN.encode_requests`).
         mask: ``True`` on real behaviours, ``[R, L]``.
     """
 
     tower: Tensor
     behaviours: Tensor
-    key_hidden: Tensor
+    key_hidden: Tensor | None
     mask: Tensor
 
 
@@ -210,7 +241,9 @@ class DIN(RankingNetwork):
 
     def _score_batch(self, batch: dict[str, Tensor], items: Tensor) -> Tensor:
         competing = batch.get("competing"), batch.get("competing_mask")
-        encoding = self.encode_requests(batch["context"], batch["user"], batch["seq"], batch["seq_mask"], *competing)
+        encoding = self.encode_requests(
+            batch["context"], batch["user"], batch["seq"], batch["seq_mask"], *competing, per_row_keys(items)
+        )
         return self.score_items(encoding, items, batch.get("request_slot"))
 
     # -- tensors ---------------------------------------------------------------------------------------------------
@@ -227,6 +260,7 @@ class DIN(RankingNetwork):
         seq_mask: Tensor,
         competing: Tensor | None = None,
         competing_mask: Tensor | None = None,
+        keys_per_row: bool = False,
     ) -> RequestEncoding:
         """The per-request part of the computation.
 
@@ -237,6 +271,8 @@ class DIN(RankingNetwork):
             seq_mask: ``True`` on real behaviours ``[R, L]``.
             competing: Competing items of each behaviour ``[R, L, K, 5]`` (``competing=True`` only).
             competing_mask: ``True`` on real competing items ``[R, L, K]`` (``competing=True`` only).
+            keys_per_row: Leave the behaviours' share of the attention's first layer to be computed per row
+                (``key_hidden=None``): cheaper when training on one item per row (see :func:`per_row_keys`).
         """
         behaviours = self.embeddings.behaviour(seq).flatten(-2)  # [R, L, 5d]
         if self.competing is not None:
@@ -245,7 +281,8 @@ class DIN(RankingNetwork):
             behaviours = refine_behaviours(self.competing, self.embeddings, competing, competing_mask, behaviours)
         first = self.tower[0]
         tower = F.linear(self.request_embedding(context, user), first.weight[:, : self.input_widths[0]], first.bias)
-        return RequestEncoding(tower, behaviours, self.attention.project_keys(behaviours), seq_mask)
+        key_hidden = None if keys_per_row else self.attention.project_keys(behaviours)
+        return RequestEncoding(tower, behaviours, key_hidden, seq_mask)
 
     def _item_side(self, items: Tensor) -> Tensor:
         # items [N, 8] -> [N, attention_hidden + tower[0]]: the target's share of the attention MLP's first layer
@@ -279,6 +316,10 @@ class DIN(RankingNetwork):
         # skipping would cost about what it saves).
         rows, candidates, hidden = target_hidden.shape
         mask = rows_of(encoding.mask, request_slot)
+        if encoding.key_hidden is None:
+            if candidates != 1:
+                raise ValueError("an encoding without key_hidden scores one item per row")
+            return self.attention.attend_one(rows_of(encoding.behaviours, request_slot), mask, target_hidden)
         sorted_blocks = length_sorted_blocks(mask, candidates * hidden, self.block_elements) if candidates > 1 else None
         if sorted_blocks is None:
             order = None
