@@ -94,8 +94,9 @@ class TargetAttention(nn.Module):
     def attend_one(self, keys: Tensor, mask: Tensor, target_hidden: Tensor) -> Tensor:
         """Interest of one target per row, the behaviours projected per row (cheapest with gradients).
 
-        With one target per row the pairs are no more than the behaviours, so the first layer is computed in place
-        on the row's behaviours: one ``[N, L, hidden]`` tensor, no gather of projected behaviours.
+        With one target per row the pairs are no more than the behaviours, so the first layer is computed on the
+        row's behaviours themselves, and on a CPU on its real behaviours only (padding gets a softmax weight of
+        exactly zero, so the result is the same).
 
         Args:
             keys: Behaviour representations of each row ``[N, L, w]``.
@@ -105,11 +106,20 @@ class TargetAttention(nn.Module):
         Returns:
             Interest ``[N, 1, w]``.
         """
-        hidden = self.project_keys(keys)
-        hidden += target_hidden  # in place: the linear map's backward does not need its output
-        logits = torch.relu_(hidden) @ self.second.weight[0] + self.second.bias  # [N, L]
-        logits = logits.masked_fill(~mask, -1e9)
-        return (torch.softmax(logits, dim=-1).unsqueeze(1) @ keys).view(len(keys), 1, -1)
+        rows, length, width = keys.shape
+        v = self.second.weight[0]
+        if torch.compiler.is_compiling() or keys.device.type != "cpu":
+            hidden = self.project_keys(keys)
+            hidden += target_hidden  # in place: the linear map's backward does not need its output
+            logits = torch.relu_(hidden) @ v + self.second.bias  # [N, L]
+            logits = logits.masked_fill(~mask, -1e9)
+        else:
+            row, position = mask.nonzero(as_tuple=True)  # the real behaviours, row-major like masked_scatter
+            hidden = self.project_keys(keys.reshape(rows * length, width).index_select(0, row * length + position))
+            hidden += target_hidden.view(rows, -1).index_select(0, row)
+            real = torch.relu_(hidden) @ v + self.second.bias  # [M]
+            logits = torch.full(mask.shape, -1e9, dtype=real.dtype, device=real.device).masked_scatter(mask, real)
+        return (torch.softmax(logits, dim=-1).unsqueeze(1) @ keys).view(rows, 1, width)
 
     def forward(self, keys: Tensor, mask: Tensor, targets: Tensor) -> Tensor:
         """Attend from each target to the behaviours.
