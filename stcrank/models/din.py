@@ -4,8 +4,9 @@ The network's work splits into a per-request part and a per-candidate part, comp
 (:class:`RequestEncoding`):
 
 * once per request: the context, user and behaviour embeddings (refined by their competing items in the UBM
-  variant), the behaviours' share of the attention MLP's first layer and the request's share of the prediction
-  tower's first layer;
+  variant), the request's share of the prediction tower's first layer and, when a row holds several candidates
+  or no gradient is needed, the behaviours' share of the attention MLP's first layer (training on one item per
+  row projects each row's real behaviours instead: cheaper than gathering the projections and their gradients);
 * once per distinct item of the batch (:mod:`stcrank.models.distinct`): the item embeddings, the target's share
   of the attention MLP's first layer and the item's share of the tower's first layer;
 * per (candidate, behaviour) pair: only the attention MLP's ReLU and second layer, over blocks of rows sized for
@@ -146,20 +147,17 @@ def per_row_keys(items: Tensor) -> bool:
 
 
 class RequestEncoding(NamedTuple):
-    """The per-request part of DIN's computation, one row per request.
-
-    Attributes:
-        tower: The request's share of the prediction tower's first layer, bias included, ``[R, tower[0]]``.
-        behaviours: Behaviour representations (keys and values of the attention), ``[R, L, 5d]``.
-        key_hidden: The behaviours' share of the attention MLP's first layer, ``[R, L, attention_hidden]``; None
-            when it is computed per row instead (training on one item per row, see :meth:`DIN.encode_requests`).
-        mask: ``True`` on real behaviours, ``[R, L]``.
-    """
+    """The per-request part of DIN's computation, one row per request."""
 
     tower: Tensor
+    """The request's share of the prediction tower's first layer, bias included, ``[R, tower[0]]``."""
     behaviours: Tensor
+    """Behaviour representations (keys and values of the attention), ``[R, L, 5d]``."""
     key_hidden: Tensor | None
+    """The behaviours' share of the attention MLP's first layer, ``[R, L, attention_hidden]``; None when it is
+    computed per row instead (training on one item per row, see :meth:`DIN.encode_requests`)."""
     mask: Tensor
+    """``True`` on real behaviours, ``[R, L]``."""
 
 
 class DIN(RankingNetwork):
