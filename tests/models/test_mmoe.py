@@ -86,3 +86,34 @@ def test_one_shape_batches_equal_the_reference_exactly(reference_networks):
     got, want = net(cols), reference_networks.mmoe_logits(net, cols)
     for task in ("cvr", "vtr"):
         torch.testing.assert_close(got[task], want[task], atol=1e-6, rtol=1e-6)
+
+
+REQUEST_COLUMNS = ("request_index", "hist_ipv")
+
+
+def test_real_page_views_scored_per_request_like_the_reference(eshop_store, reference_networks):
+    # A real batch of the e-shop data module, and the simulator's layout built from it: the request-level columns
+    # of 6 page views expanded over 9 candidates taken from other page views.
+    from stcrank.data.eshop.datamodule import EShopDataModule
+
+    data = EShopDataModule(str(eshop_store), labels={"cvr": "cvr"}, batch_size=64)
+    data.setup("fit")
+    batch = next(iter(data.train_dataloader()))
+    torch.manual_seed(0)
+    net = reference_networks.perturbed(MMoE(data.feature_sizes, tasks=["cvr", "vtr", "sdr"]), torch.float64)
+    net.input_norm.weight.data.uniform_(0.5, 1.5)
+    columns = {name: batch[name] for name in net.input_columns}
+    got, want = net(columns), reference_networks.mmoe_logits(net, columns)
+    for task in net.tasks:
+        torch.testing.assert_close(got[task], want[task], atol=1e-10, rtol=1e-10)
+    requests, candidates = torch.arange(6), torch.arange(6, 60).view(6, 9)
+    grid = {}
+    for name, values in columns.items():
+        if name.startswith(("user_", "trigger_")) or name in REQUEST_COLUMNS:
+            grid[name] = values[requests][:, None].expand(6, 9)  # stride 0 over the candidates
+        else:
+            grid[name] = values[candidates]
+    got, want = net(grid), reference_networks.mmoe_logits(net, grid)
+    for task in net.tasks:
+        assert got[task].shape == (6, 9)
+        torch.testing.assert_close(got[task], want[task], atol=1e-10, rtol=1e-10)
