@@ -39,8 +39,9 @@ step() {  # step NAME COMMAND...: run with a time limit, print its last line (th
   t0=$(date +%s)
   if timeout "$STEP_TIMEOUT" "$@" >"$out" 2>"$err"; then
     t1=$(date +%s)
-    echo "$name $("$PYTHON" -c 'import json,sys; print(json.dumps(json.loads(open(sys.argv[1]).read())))' "$out" \
-      2>/dev/null || tail -n 1 "$out")"
+    # the step's JSON object, on one line (commands that print no JSON print only their time)
+    "$PYTHON" -c 'import json,sys; print(sys.argv[2], json.dumps(json.loads(open(sys.argv[1]).read())))' \
+      "$out" "$name" 2>/dev/null
     echo "$name {\"step\": \"$name\", \"seconds\": $((t1 - t0))}"
   else
     echo "$name {\"step\": \"$name\", \"error\": \"exit $? after $(( $(date +%s) - t0 )) s, see $err\"}"
@@ -68,7 +69,7 @@ fi
 # One-GPU fit and test of the DIN baseline on the generated store.
 FIT=(-c configs/experiments/recflow/rank/din_baseline.yaml --data.root "$WORK/store-600"
      --trainer.accelerator "$ACCELERATOR" --trainer.devices 1 --trainer.default_root_dir "$WORK/fit"
-     --trainer.logger.init_args.save_dir "$WORK/fit" --seed_everything 0)
+     --trainer.logger.init_args.save_dir "$WORK/fit" --trainer.enable_progress_bar false --seed_everything 0)
 step fit "$PYTHON" -m stcrank fit "${FIT[@]}"
 CHECKPOINT=$(ls -t "$WORK"/fit/lightning_logs/version_*/checkpoints/last.ckpt 2>/dev/null | head -n 1)
 if [ -n "$CHECKPOINT" ]; then
