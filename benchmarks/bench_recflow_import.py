@@ -2,16 +2,17 @@
 
 Generates (or reuses) a synthetic release of one day in a work directory, imports it in a child process and prints
 one JSON object: rows per second over the whole import and over the day's conversion, the time of each phase, and
-the child's peak resident memory next to the size of the day as 30 int64 columns.
+the child's peak resident memory next to the size of the day as 30 int64 columns (``--load both``: the import
+idle and with a competing busy loop, and the ratio busy / idle).
 
     python benchmarks/bench_recflow_import.py [--workdir DIR] [--users 10000] [--ubm pickle|all_stage|none] [--keep]
+        [--load idle|busy|both]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import shutil
 import subprocess
@@ -19,6 +20,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from harness import add_common_arguments, machine, parse_arguments, under_loads
 
 # ~176 logged rows per request (40 samples for each of the four dropped-item stages, as in the release's second
 # period) x ~28K requests = ~5M all_stage rows for one day.
@@ -62,7 +65,8 @@ def main() -> None:
     parser.add_argument("--ubm", default="pickle", choices=["pickle", "all_stage", "none"], help="ubm table source")
     parser.add_argument("--chunk-rows", default="2000000", help="rows per streamed chunk, or 'none' (whole day)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
-    args = parser.parse_args()
+    add_common_arguments(parser, device=False, threads=False)
+    args = parse_arguments(parser)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench_recflow_"))
     release, store = workdir / f"release-{args.users}-{args.compression}", workdir / "store"
     synth_seconds = None
@@ -72,41 +76,49 @@ def main() -> None:
         started = time.perf_counter()
         synth_recflow(out=str(release), users=args.users, compression=args.compression, overwrite=True, **SYNTH)
         synth_seconds = time.perf_counter() - started
-    result = subprocess.run(
-        [sys.executable, "-c", CHILD, str(release), str(store), args.ubm, args.chunk_rows],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    child = json.loads(result.stdout.strip().splitlines()[-1])
-    manifest = child["manifest"]
-    (day,) = manifest["days"]
-    rows = manifest["rows"][day]
+
+    def measure() -> dict:
+        result = subprocess.run(
+            [sys.executable, "-c", CHILD, str(release), str(store), args.ubm, args.chunk_rows],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        child = json.loads(result.stdout.strip().splitlines()[-1])
+        manifest = child["manifest"]
+        (day,) = manifest["days"]
+        rows = manifest["rows"][day]
+        return {
+            "all_stage_rows": rows["all_stage"],
+            "requests": rows["requests"],
+            "exposures": rows["exposures"],
+            "ubm_rows": rows.get("ubm_rows", 0),
+            "import_seconds": round(child["seconds"], 3),
+            "day_seconds": rows["seconds"],
+            "rows_per_second": round(rows["all_stage"] / child["seconds"]),
+            "rows_per_second_day": round(rows["all_stage"] / rows["seconds"]),
+            "rows_per_second_without_ubm": round(
+                rows["all_stage"] / (rows["seconds"] - rows["phase_seconds"].get("ubm", 0))
+            ),
+            "phase_seconds": rows["phase_seconds"],
+            "peak_rss_mb": round(child["peak_rss_mb"], 1),
+            "arrow_pool_peak_mb": round(child["arrow_pool_peak_mb"], 1),
+            "day_as_int64_mb": round(rows["all_stage"] * 30 * 8 / 2**20, 1),
+            "store_mb": round(_size_mb(store), 1),
+        }
+
+    def headline(figures: dict) -> dict:
+        return {key: figures[key] for key in ("rows_per_second", "rows_per_second_day")}
+
     report = {
         "benchmark": "recflow_import",
-        "all_stage_rows": rows["all_stage"],
-        "requests": rows["requests"],
-        "exposures": rows["exposures"],
-        "ubm_rows": rows.get("ubm_rows", 0),
         "feather_compression": args.compression,
         "ubm": args.ubm,
         "chunk_rows": args.chunk_rows,
-        "import_seconds": round(child["seconds"], 3),
-        "day_seconds": rows["seconds"],
-        "rows_per_second": round(rows["all_stage"] / child["seconds"]),
-        "rows_per_second_day": round(rows["all_stage"] / rows["seconds"]),
-        "rows_per_second_without_ubm": round(
-            rows["all_stage"] / (rows["seconds"] - rows["phase_seconds"].get("ubm", 0))
-        ),
-        "phase_seconds": rows["phase_seconds"],
-        "peak_rss_mb": round(child["peak_rss_mb"], 1),
-        "arrow_pool_peak_mb": round(child["arrow_pool_peak_mb"], 1),
-        "day_as_int64_mb": round(rows["all_stage"] * 30 * 8 / 2**20, 1),
         "release_mb": round(_size_mb(release), 1),
-        "store_mb": round(_size_mb(store), 1),
         "synth_seconds": None if synth_seconds is None else round(synth_seconds, 1),
-        "cpu_count": len(os.sched_getaffinity(0)),
-        "load_average_1m": round(os.getloadavg()[0], 2),
+        "machine": machine(args),
+        "results": under_loads(measure, args, headline),
         "child_max_rss_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
     }
     print(json.dumps(report))

@@ -7,7 +7,9 @@ one full pass of the exposures samples and a bounded number of batches of the re
 Prints one JSON object: times, rows per second, peak memory, and bytes per row on disk (release and store).
 Work directories are deleted afterwards unless ``--keep``.
 
-    python benchmarks/bench_recflow_scale.py [--sizes 5M 50M] [--workdir DIR] [--keep]
+    python benchmarks/bench_recflow_scale.py [--sizes 5M 50M] [--workdir DIR] [--keep] [--load idle|busy|both]
+
+``--load both`` runs every size idle and with a competing busy loop, and reports busy / idle of the rates.
 
 Every child runs single-threaded where it can choose (Arrow's pool of CPU threads is set to one).
 """
@@ -22,6 +24,8 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from harness import add_common_arguments, flatten, machine, parse_arguments, under_loads
 
 # ~205 logged rows per request (13 + 4 x 48), about the release's 204.
 FUNNEL = {"retrieved": 500, "prerank_keep": 250, "coarse_keep": 120, "rank_keep": 70, "stage_samples": 48}
@@ -170,16 +174,26 @@ def main() -> None:
     parser.add_argument("--chunk-rows", type=int, default=2_000_000, help="import chunk (all_stage rows)")
     parser.add_argument("--loader-chunk-rows", type=int, default=4_000_000, help="loader part (stage rows)")
     parser.add_argument("--keep", action="store_true", help="keep the generated data")
-    args = parser.parse_args()
+    add_common_arguments(parser, device=False, threads=False)
+    args = parse_arguments(parser)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench-recflow-scale-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    out: dict = {"funnel": FUNNEL, "requests_per_user_day": 6.1, "sizes": {}}
-    try:
+
+    def measure() -> dict:
+        sizes = {}
         for name in args.sizes:
-            out["sizes"][name] = _run_size(name, SIZES[name], workdir, args.chunk_rows, args.loader_chunk_rows)
+            sizes[name] = _run_size(name, SIZES[name], workdir, args.chunk_rows, args.loader_chunk_rows)
             if not args.keep:
                 for path in workdir.glob(f"*-{name}"):
                     shutil.rmtree(path)
+        return sizes
+
+    def headline(figures: dict) -> dict:
+        return {key: value for key, value in flatten(figures).items() if "per_s" in key}
+
+    out: dict = {"funnel": FUNNEL, "requests_per_user_day": 6.1, "machine": machine(args)}
+    try:
+        out["sizes"] = under_loads(measure, args, headline)
     finally:
         if not args.keep and args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)

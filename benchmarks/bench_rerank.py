@@ -5,9 +5,14 @@ continuation probabilities in [0.5, 0.98], drawn independently of v, positively 
 anti-correlated (valuable items end sessions: the greedy trap). Prints one JSON object: requests per second of
 each re-ranker (median and best of the repeats, and per CPU-second of this process), beam search's relative
 gap to the exact optimum, the exact pruning's surviving candidates, Table-8 style hit rates against the
-point-wise list, and the same timings on CUDA when a GPU is present.
+point-wise list, and the same timings on CUDA when a GPU is present (or only there with ``--device cuda``).
 
-    python benchmarks/bench_rerank.py [--requests 1024] [--repeats 5] [--threads N]
+``--load both`` measures idle and with a competing busy loop on ``--busy-cores`` cores, and reports busy / idle.
+The re-rankers run on ``--reranker-threads`` intra-op threads (their default, 1; ``none`` keeps the process's
+``--threads``, the setting that collapses when another process takes a core).
+
+    python benchmarks/bench_rerank.py [--requests 1024] [--repeats 5] [--threads N] [--reranker-threads 1|none]
+        [--device cpu|cuda] [--load idle|busy|both]
 """
 
 from __future__ import annotations
@@ -21,8 +26,9 @@ import time
 from collections.abc import Callable
 
 import torch
+from harness import add_common_arguments, check_device, machine, parse_arguments, under_loads
 
-from stcrank.rerank import hit_rate_table, relative_gap, sequence_value
+from stcrank.rerank import RERANK_THREADS, hit_rate_table, relative_gap, sequence_value
 from stcrank_plugins.rerankers.beam_search import BeamSearchReranker
 from stcrank_plugins.rerankers.exact import ExactReranker, dominance_candidates
 from stcrank_plugins.rerankers.greedy import GreedyReranker
@@ -60,10 +66,11 @@ def timed(run: Callable[[], torch.Tensor], repeats: int, cuda: bool) -> tuple[to
 
 def measure(device: str, args: argparse.Namespace) -> dict:
     cuda = device == "cuda"
+    threads = args.reranker_threads
     rerankers = {
-        "greedy": GreedyReranker(),
-        "exact": ExactReranker(),
-        f"beam_search_{args.beam_size}": BeamSearchReranker(beam_size=args.beam_size),
+        "greedy": GreedyReranker(threads=threads),
+        "exact": ExactReranker(threads=threads),
+        f"beam_search_{args.beam_size}": BeamSearchReranker(beam_size=args.beam_size, threads=threads),
     }
     results = {}
     for variant in VARIANTS:
@@ -95,6 +102,10 @@ def measure(device: str, args: argparse.Namespace) -> dict:
     return results
 
 
+def _threads(text: str) -> int | None:
+    return None if text.lower() == "none" else int(text)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=1024)
@@ -103,20 +114,37 @@ def main() -> None:
     parser.add_argument("--beam-size", type=int, default=25)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
-    args = parser.parse_args()
+    parser.add_argument(
+        "--reranker-threads", type=_threads, default=RERANK_THREADS, help="threads of a re-ranking call, or none"
+    )
+    add_common_arguments(parser)
+    parser.set_defaults(threads=len(os.sched_getaffinity(0)), device=None)
+    args = parse_arguments(parser)
     torch.set_num_threads(args.threads)
+    devices = [check_device(args.device)] if args.device else ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+    def run() -> dict:
+        return {device: measure(device, args) for device in devices}
+
+    def headline(figures: dict) -> dict:
+        return {
+            f"{device}.{variant}.{name}": rate
+            for device, variants in figures.items()
+            if isinstance(variants, dict)
+            for variant, entry in variants.items()
+            if isinstance(entry, dict)
+            for name, rate in entry["requests_per_s"].items()
+        }
+
     report = {
         "requests": args.requests,
         "n": args.n,
         "k": args.k,
         "beam_size": args.beam_size,
         "repeats": args.repeats,
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "load_average_1min": round(os.getloadavg()[0], 2),
-        "cpu": measure("cpu", args),
-        "cuda": measure("cuda", args) if torch.cuda.is_available() else None,
+        "reranker_threads": args.reranker_threads,
+        "machine": machine(args),
+        "results": under_loads(run, args, headline),
     }
     print(json.dumps(report, indent=2))
 

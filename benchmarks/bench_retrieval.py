@@ -9,9 +9,10 @@ Generates a synthetic release (2 training days and a test day), imports it, then
   store's exposed corpus, Recall/NDCG update), and over a large random corpus (``--corpus``) to show the scaling
   towards the release's millions of videos.
 
-Prints one JSON object.
+Prints one JSON object (``--load both``: idle and with a competing busy loop, and the ratio busy / idle).
 
-    python benchmarks/bench_retrieval.py [--users 3000] [--corpus 1000000] [--workdir DIR]
+    python benchmarks/bench_retrieval.py [--users 3000] [--corpus 1000000] [--workdir DIR] [--threads N]
+        [--device cpu|cuda] [--load idle|busy|both]
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ import time
 from pathlib import Path
 
 import torch
+from bench_ranking_models import Clock
+from harness import add_common_arguments, apply_threads, check_device, machine, parse_arguments, under_loads
 
 from stcrank.data.recflow.importer import import_recflow
 from stcrank.data.recflow.retrieval import RecFlowRetrievalDataModule
@@ -53,34 +56,42 @@ def _data_rate(module: RecFlowRetrievalDataModule) -> dict[str, float]:
     return {"samples": samples, "batches": batches, "samples_per_s": samples / seconds}
 
 
-def _train_rate(module: RecFlowRetrievalDataModule, loss: str, target: str) -> dict[str, float]:
+def _to(batch: dict[str, torch.Tensor], device: str) -> dict[str, torch.Tensor]:
+    return {key: value.to(device) for key, value in batch.items()}
+
+
+def _train_rate(module: RecFlowRetrievalDataModule, loss: str, target: str, device: str) -> dict[str, float]:
     torch.manual_seed(0)
     task = RetrievalTask(functools.partial(SASRec), loss=loss, target=target, feature_sizes=module.feature_sizes)
+    task = task.to(device)
     optimizer = task.configure_optimizers()
-    started, samples, losses = time.perf_counter(), 0, []
+    clock = Clock(device)
+    started, samples, losses = clock()[0], 0, []
     for batch in module.train_dataloader():
+        batch = _to(batch, device)
         optimizer.zero_grad()
         value = task.training_step(batch, 0)
         value.backward()
         optimizer.step()
         samples += len(batch["items"])
         losses.append(float(value))
-    seconds = time.perf_counter() - started
+    seconds = clock()[0] - started
     return {"samples": samples, "samples_per_s": samples / seconds, "first_loss": losses[0], "last_loss": losses[-1]}
 
 
-def _eval_rate(module: RecFlowRetrievalDataModule) -> dict[str, float]:
+def _eval_rate(module: RecFlowRetrievalDataModule, device: str) -> dict[str, float]:
     torch.manual_seed(0)
-    task = RetrievalTask(functools.partial(SASRec), feature_sizes=module.feature_sizes)
-    ids = module.retrieval_corpus()
+    task = RetrievalTask(functools.partial(SASRec), feature_sizes=module.feature_sizes).to(device)
+    ids = module.retrieval_corpus().to(device)
+    clock = Clock(device)
     with torch.no_grad():
         task._corpus = (ids, task.network.item_vectors(ids))
-        started, requests = time.perf_counter(), 0
+        started, requests = clock()[0], 0
         for batch in module.test_dataloader()[0]:
-            task._evaluation_step(task.test_metrics, batch)
+            task._evaluation_step(task.test_metrics, _to(batch, device))
             requests += len(batch["seq"])
         values = task.test_metrics.compute()
-    seconds = time.perf_counter() - started
+    seconds = clock()[0] - started
     return {
         "requests": requests,
         "corpus": len(ids),
@@ -89,18 +100,19 @@ def _eval_rate(module: RecFlowRetrievalDataModule) -> dict[str, float]:
     }
 
 
-def _large_corpus_rate(size: int, requests: int, batch: int, dim: int = 8) -> dict[str, float]:
+def _large_corpus_rate(size: int, requests: int, batch: int, device: str, dim: int = 8) -> dict[str, float]:
     generator = torch.Generator().manual_seed(0)
-    corpus = torch.randn(size, dim, generator=generator)
-    users = torch.randn(requests, dim, generator=generator)
-    positives = torch.randint(size, (requests, 4), generator=generator)
-    metric = CorpusRetrievalMetrics((50, 100, 500, 1000))
-    started = time.perf_counter()
+    corpus = torch.randn(size, dim, generator=generator).to(device)
+    users = torch.randn(requests, dim, generator=generator).to(device)
+    positives = torch.randint(size, (requests, 4), generator=generator).to(device)
+    metric = CorpusRetrievalMetrics((50, 100, 500, 1000)).to(device)
+    clock = Clock(device)
+    started = clock()[0]
     for start in range(0, requests, batch):
         _, rows = topk_over_corpus(users[start : start + batch], corpus, 1000)
         part = positives[start : start + batch]
         metric.update(rows, part, torch.ones_like(part, dtype=torch.bool))
-    seconds = time.perf_counter() - started
+    seconds = clock()[0] - started
     return {"corpus": size, "requests": requests, "batch": batch, "requests_per_s": requests / seconds}
 
 
@@ -111,8 +123,10 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=4096)
     parser.add_argument("--corpus", type=int, default=1_000_000, help="size of the large random corpus (0: skip)")
     parser.add_argument("--corpus-requests", type=int, default=1800)
-    args = parser.parse_args()
-
+    add_common_arguments(parser)
+    args = parse_arguments(parser)
+    apply_threads(args.threads)
+    device = check_device(args.device)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench-retrieval-"))
     workdir.mkdir(parents=True, exist_ok=True)
     store = str(_store(workdir, args.users))
@@ -122,18 +136,32 @@ def main() -> None:
         batch_size=args.batch_size,
         negative_sampler=StageHardNegativeSampler({"realshow": 1, "coarse_neg": 1, "prerank_neg": 1}),
     )
-    result = {
-        "torch_threads": torch.get_num_threads(),
+
+    def run() -> dict:
+        result = {
+            "data_uniform": _data_rate(uniform),
+            "data_stage_hard": _data_rate(fsltr),
+            "train_bpr_uniform": _train_rate(uniform, "bpr", "label", device),
+            "train_fsltr_stage_hard": _train_rate(fsltr, "fs_ltr", "priority", device),
+            "eval_store_corpus": _eval_rate(uniform, device),
+        }
+        if args.corpus:
+            result["eval_large_corpus"] = _large_corpus_rate(args.corpus, args.corpus_requests, 900, device)
+        return result
+
+    def headline(figures: dict) -> dict:
+        return {
+            name: entry.get("samples_per_s", entry.get("requests_per_s"))
+            for name, entry in figures.items()
+            if isinstance(entry, dict)
+        }
+
+    report = {
         "store": {"users": args.users, "train_days": uniform.train_days, "test_day": uniform.test_day},
-        "data_uniform": _data_rate(uniform),
-        "data_stage_hard": _data_rate(fsltr),
-        "train_bpr_uniform": _train_rate(uniform, "bpr", "label"),
-        "train_fsltr_stage_hard": _train_rate(fsltr, "fs_ltr", "priority"),
-        "eval_store_corpus": _eval_rate(uniform),
+        "machine": machine(args),
+        "results": under_loads(run, args, headline),
     }
-    if args.corpus:
-        result["eval_large_corpus"] = _large_corpus_rate(args.corpus, args.corpus_requests, 900)
-    print(json.dumps(result, indent=2))
+    print(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":

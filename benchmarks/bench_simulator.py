@@ -1,6 +1,9 @@
 """Throughput of the e-shop simulator: F sessions (up to 100 items) and homepage visits per second.
 
 Prints one JSON object. The target is at least 20,000 F sessions per minute (333/s) on 2 CPU cores.
+``--load both`` measures idle and with a competing busy loop, and reports busy / idle.
+
+    python benchmarks/bench_simulator.py [--sessions 20000] [--visits 20000] [--threads 1] [--load idle|busy|both]
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import time
 from dataclasses import replace
 
 import torch
+from harness import add_common_arguments, machine, parse_arguments, under_loads
 
 from stcrank.simulation import (
     ExploreConfig,
@@ -36,15 +40,8 @@ def _time(fn):
     return out, time.perf_counter() - start_wall, time.process_time() - start_cpu
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--sessions", type=int, default=20000)
-    parser.add_argument("--visits", type=int, default=20000)
-    parser.add_argument("--candidates", type=int, nargs="+", default=[200, 800])
-    parser.add_argument("--threads", type=int, default=1)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-
+def measure(args: argparse.Namespace) -> dict:
+    """Every simulation once."""
     world, build_s, _ = _time(lambda: World.build(seed=0))
     starts, starts_s, _ = _time(lambda: sample_focus_starts(world, args.sessions, seed=1))
     results = {}
@@ -99,17 +96,31 @@ def main() -> None:
         "cpu_s": round(cpu, 3),
         "visits_per_s": round(args.visits / wall, 1),
     }
+    return {"world_build_s": round(build_s, 3), "focus_starts_s": round(starts_s, 3), "results": results}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sessions", type=int, default=20000)
+    parser.add_argument("--visits", type=int, default=20000)
+    parser.add_argument("--candidates", type=int, nargs="+", default=[200, 800])
+    parser.add_argument("--threads", type=int, default=1)
+    add_common_arguments(parser, device=False, threads=False)
+    args = parse_arguments(parser)
+    torch.set_num_threads(args.threads)
+
+    def headline(figures: dict) -> dict:
+        return {
+            name: entry.get("sessions_per_s", entry.get("visits_per_s")) for name, entry in figures["results"].items()
+        }
+
     print(
         json.dumps(
             {
                 "benchmark": "simulator",
-                "torch": torch.__version__,
-                "threads": args.threads,
-                "machine": platform.machine(),
-                "world_build_s": round(build_s, 3),
-                "focus_starts_s": round(starts_s, 3),
+                "machine": machine(args) | {"platform": platform.machine()},
                 "target_sessions_per_min": 20000,
-                "results": results,
+                "results": under_loads(lambda: measure(args), args, headline),
             },
             indent=2,
         )

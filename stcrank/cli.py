@@ -10,6 +10,7 @@ module is imported only when it runs, so ``stcrank plugins`` does not pay for im
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from collections.abc import Callable
 
@@ -88,11 +89,16 @@ def console_main(args: list[str] | None = None) -> None:
     or setting, 1 otherwise); anything else keeps its traceback. ``--debug`` (anywhere on the command line) or
     ``STCRANK_DEBUG=1`` shows the traceback of every error.
 
+    Unless ``OMP_WAIT_POLICY`` is set, it is set to ``PASSIVE`` first (torch is not loaded yet): OpenMP threads
+    that wait then sleep instead of spinning, so multi-threaded kernels keep their speed when other processes
+    share the cores (see the scaling guide).
+
     Args:
         args: The arguments, without the program name; ``sys.argv[1:]`` when None.
     """
     from stcrank.commands.errors import debug_requested, report
 
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     argv = list(sys.argv[1:] if args is None else args)
     debug = debug_requested(argv)
     try:

@@ -176,3 +176,16 @@ def test_the_console_script_prints_one_line_and_exits_2(tmp_path):
     assert result.stderr.strip().splitlines() == [
         f"stcrank fit: error: --config: File does not exist: '{tmp_path / 'missing.yaml'}'"
     ]
+
+
+def test_console_sets_a_passive_openmp_wait_policy_unless_one_is_set(monkeypatch):
+    import stcrank.cli as cli
+
+    monkeypatch.setattr(cli, "main", lambda argv: None)
+    monkeypatch.setenv("OMP_WAIT_POLICY", "placeholder")  # recorded, so that teardown restores the environment
+    monkeypatch.delenv("OMP_WAIT_POLICY")
+    cli.console_main([])
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    cli.console_main([])
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"

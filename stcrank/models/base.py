@@ -12,6 +12,11 @@ class RankingNetwork(nn.Module, ABC):
 
     It scores a batch of exposures (one item per row) for training and AUC/LogLoss, and every stage candidate
     of a batch of requests for Recall/NDCG. Both take the batch dictionaries of the data module.
+
+    An exposures batch holds its request-level tensors (``context``, ``user``, ``seq``, ``seq_mask`` and, with
+    competing items, ``competing``, ``competing_mask``) once per distinct request, ``[R, ...]``, with
+    ``request_slot [B]`` naming each row's request (:mod:`stcrank.models.per_request`); a network that wants
+    them per row calls :func:`stcrank.data.recflow.collate.rows_per_exposure` first.
     """
 
     @abstractmethod
@@ -19,7 +24,7 @@ class RankingNetwork(nn.Module, ABC):
         """Score one item per row.
 
         Args:
-            batch: An exposures batch (``context``, ``user``, ``item``, ``seq``, ``seq_mask``...).
+            batch: An exposures batch (``context``, ``user``, ``item``, ``seq``, ``seq_mask``, ``request_slot``...).
 
         Returns:
             Logits, shape ``[B]``.

@@ -98,9 +98,7 @@ def refined_behaviours(
     """The behaviours of a batch refined by their competing items, ``[B, L, w]``.
 
     Equal to ``attention(competing_behaviours(embeddings, batch), batch["competing_mask"], behaviours)``, but
-    computed on the real competing items of the behaviours that have some (see
-    :meth:`CompetingAttention.forward_pairs`); the others get zero or their own representation, as in
-    :class:`CompetingAttention`.
+    computed on the real competing items of the behaviours that have some (see :func:`refine_behaviours`).
 
     Args:
         attention: The competing attention.
@@ -108,7 +106,32 @@ def refined_behaviours(
         batch: A batch with ``competing [B, L, K, 5]`` and ``competing_mask [B, L, K]``.
         behaviours: Behaviour representations ``[B, L, w]``.
     """
-    mask = batch["competing_mask"].flatten(0, 1)  # [B * L, K]
+    if "competing" not in batch or "competing_mask" not in batch:
+        raise KeyError("the competing-item variant needs batches with competing items (set --data.competing_stage)")
+    return refine_behaviours(attention, embeddings, batch["competing"], batch["competing_mask"], behaviours)
+
+
+def refine_behaviours(
+    attention: CompetingAttention,
+    embeddings: RecFlowEmbeddings,
+    competing: Tensor,
+    competing_mask: Tensor,
+    behaviours: Tensor,
+) -> Tensor:
+    """Behaviours refined by their competing items, ``[R, L, w]`` (one row per request).
+
+    Computed on the real competing items of the behaviours that have some (see
+    :meth:`CompetingAttention.forward_pairs`); the others get zero or their own representation, as in
+    :class:`CompetingAttention`.
+
+    Args:
+        attention: The competing attention.
+        embeddings: The tables the competing items are embedded with (the behaviour features).
+        competing: Competing item ids ``[R, L, K, 5]``.
+        competing_mask: ``True`` on real competing items ``[R, L, K]``.
+        behaviours: Behaviour representations ``[R, L, w]``.
+    """
+    mask = competing_mask.flatten(0, 1)  # [R * L, K]
     flat = behaviours.flatten(0, 1)
     out = flat if attention.empty == "behaviour" else torch.zeros_like(flat)
     rows = mask.any(-1).nonzero().squeeze(-1)
@@ -116,6 +139,6 @@ def refined_behaviours(
         return out.view_as(behaviours)
     mask = mask[rows]  # [N, K]
     row, column = mask.nonzero(as_tuple=True)  # the real items, [M] each
-    ids = batch["competing"].flatten(0, 2).index_select(0, rows[row] * mask.shape[1] + column)  # [M, 5]
+    ids = competing.flatten(0, 2).index_select(0, rows[row] * mask.shape[1] + column)  # [M, 5]
     refined = attention.forward_pairs(embeddings.behaviour(ids).flatten(-2), row, mask, flat[rows])
     return out.index_copy(0, rows, refined).view_as(behaviours)

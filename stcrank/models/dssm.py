@@ -5,13 +5,15 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from stcrank.checks import NETWORK, check_not_empty, check_positive
 from stcrank.models.base import RankingNetwork
-from stcrank.models.competing import CompetingAttention, refined_behaviours
+from stcrank.models.competing import CompetingAttention, refine_behaviours
+from stcrank.models.distinct import per_distinct_row
 from stcrank.models.features import SEQUENCE_FEATURES, RecFlowEmbeddings
 from stcrank.models.mlp import mlp
+from stcrank.models.per_request import BLOCK_ELEMENTS, block_sizes, rows_of
 
 
 def masked_mean(values: Tensor, mask: Tensor) -> Tensor:
@@ -28,9 +30,11 @@ class DSSM(RankingNetwork):
       enters it (the reference code sums the padded positions, whose ``category_level_one`` embedding leaks).
       With ``competing=True`` the mean of the behaviours' competing-item representations (5 features) is
       appended (the coarse UBM variant).
-    * Item tower: the item's 8 features through ``item_tower``.
-    * Logit: the inner product of the two vectors; :meth:`score_candidates` computes the user vector once per
-      request and scores every candidate against it.
+    * Item tower: the item's 8 features through ``item_tower``, once per distinct item of a batch
+      (:mod:`stcrank.models.distinct`).
+    * Logit: the inner product of the two vectors. The user vector is computed once per request and scored
+      against every candidate of the request, and against every exposure of it in a batch with
+      ``request_slot`` (see :mod:`stcrank.models.per_request`).
 
     Args:
         feature_sizes: Embedding-table sizes by feature name (linked from the data module).
@@ -40,6 +44,8 @@ class DSSM(RankingNetwork):
         competing: Append the mean competing-item representation to the user tower's input.
         competing_hidden: Hidden width of the competing attention.
         competing_empty: What a behaviour without competing items contributes (``"zero"`` or ``"behaviour"``).
+        block_elements: Size in floats of the item tower's largest activation per block of items: the tower
+            runs over blocks of items small enough to stay in the CPU cache.
     """
 
     def __init__(
@@ -51,11 +57,13 @@ class DSSM(RankingNetwork):
         competing: bool = False,
         competing_hidden: int = 80,
         competing_empty: Literal["zero", "behaviour"] = "zero",
+        block_elements: int = BLOCK_ELEMENTS,
     ) -> None:
         super().__init__()
         check_positive("DSSM", NETWORK, embedding_dim=embedding_dim, user_tower=user_tower, item_tower=item_tower)
-        check_positive("DSSM", NETWORK, competing_hidden=competing_hidden)
+        check_positive("DSSM", NETWORK, competing_hidden=competing_hidden, block_elements=block_elements)
         check_not_empty("DSSM", NETWORK, user_tower=user_tower, item_tower=item_tower)
+        self.block_elements = block_elements
         user_tower = list(user_tower or [128, 64, 32])
         item_tower = list(item_tower or [128, 64, 32])
         if user_tower[-1] != item_tower[-1]:
@@ -68,25 +76,67 @@ class DSSM(RankingNetwork):
         self.item_tower = mlp(8 * embedding_dim, item_tower[:-1], item_tower[-1])
 
     def user_vector(self, batch: dict[str, Tensor]) -> Tensor:
-        """The user-tower output of each request, ``[B, w]``."""
-        context = self.embeddings.context(batch["context"]).flatten(-2)
-        user = self.embeddings.user(batch["user"]).flatten(-2)
-        behaviours = self.embeddings.behaviour(batch["seq"]).flatten(-2)  # [B, L, 5d]
-        parts = [context, user, masked_mean(behaviours, batch["seq_mask"])]
+        """The user-tower output of each request of a batch, ``[R, w]``."""
+        competing = batch.get("competing"), batch.get("competing_mask")
+        return self.user_vectors(batch["context"], batch["user"], batch["seq"], batch["seq_mask"], *competing)
+
+    def user_vectors(
+        self,
+        context: Tensor,
+        user: Tensor,
+        seq: Tensor,
+        seq_mask: Tensor,
+        competing: Tensor | None = None,
+        competing_mask: Tensor | None = None,
+    ) -> Tensor:
+        """The user-tower output of each request, ``[R, w]``.
+
+        Args:
+            context: Request time features ``[R, 3]``.
+            user: User features ``[R, 5]``.
+            seq: Behaviour features ``[R, L, 5]``.
+            seq_mask: ``True`` on real behaviours ``[R, L]``.
+            competing: Competing items of each behaviour ``[R, L, K, 5]`` (``competing=True`` only).
+            competing_mask: ``True`` on real competing items ``[R, L, K]`` (``competing=True`` only).
+        """
+        behaviours = self.embeddings.behaviour(seq).flatten(-2)  # [R, L, 5d]
+        parts = [self.embeddings.context(context).flatten(-2), self.embeddings.user(user).flatten(-2)]
+        parts.append(masked_mean(behaviours, seq_mask))
         if self.competing is not None:
-            refined = refined_behaviours(self.competing, self.embeddings, batch, behaviours)
-            parts.append(masked_mean(refined, batch["seq_mask"]))
+            if competing is None or competing_mask is None:
+                raise KeyError("DSSM(competing=True) needs batches with competing items (set --data.competing_stage)")
+            refined = refine_behaviours(self.competing, self.embeddings, competing, competing_mask, behaviours)
+            parts.append(masked_mean(refined, seq_mask))
         return self.user_tower(torch.cat(parts, dim=-1))
 
     def item_vector(self, items: Tensor) -> Tensor:
-        """The item-tower output of items ``[..., 8]``, ``[..., w]``."""
-        return self.item_tower(self.embeddings.item(items).flatten(-2))
+        """The item-tower output of items ``[..., 8]``, ``[..., w]``, computed once per distinct item."""
+        return per_distinct_row(self._item_tower, items)
+
+    def _item_tower(self, items: Tensor) -> Tensor:
+        # items [N, 8] -> [N, w], over blocks of rows that keep the activations in the CPU cache
+        flat = self.embeddings.item(items).flatten(-2)
+        widest = max(layer.out_features for layer in self.item_tower if isinstance(layer, nn.Linear))
+        sizes = block_sizes(len(flat), widest, self.block_elements, flat.device)
+        blocks = [self.item_tower(block) for block in flat.split(sizes)]
+        return blocks[0] if len(blocks) == 1 else torch.cat(blocks)
+
+    def score_items(self, users: Tensor, items: Tensor, request_slot: Tensor | None = None) -> Tensor:
+        """Logits ``[B, C]`` of items ``[B, C, 8]`` against user vectors ``[R, w]``.
+
+        Args:
+            users: :meth:`user_vectors` of the batch's requests.
+            items: Item features of each row, ``[B, C, 8]``.
+            request_slot: Request of each row ``[B]``; None when row ``b`` is request ``b``.
+        """
+        # A product and a sum rather than a batched matrix-vector product: one pass, no per-row kernel.
+        return (self.item_vector(items) * rows_of(users, request_slot).unsqueeze(-2)).sum(-1)
 
     def forward(self, batch: dict[str, Tensor]) -> Tensor:
         """Score the item of each row; logits ``[B]``."""
-        return (self.user_vector(batch) * self.item_vector(batch["item"])).sum(-1)
+        items = batch["item"].unsqueeze(1)
+        return self.score_items(self.user_vector(batch), items, batch.get("request_slot")).squeeze(1)
 
     def score_candidates(self, batch: dict[str, Tensor]) -> Tensor:
-        """Score every candidate against its request's user vector; logits ``[B, C]``."""
-        user = self.user_vector(batch)
-        return (self.item_vector(batch["candidates"]) @ user.unsqueeze(-1)).squeeze(-1)
+        """Score every candidate of each row against its request's user vector; logits ``[B, C]``."""
+        return self.score_items(self.user_vector(batch), batch["candidates"], batch.get("request_slot"))

@@ -52,7 +52,8 @@ class RecFlowEmbeddings(nn.Module):
             return
         sizes = torch.tensor([self.tables[name].num_embeddings for name in names], device=ids.device)
         flat = ids[..., : len(names)].reshape(-1, len(names))
-        bad = ((flat < 0) | (flat >= sizes)).any(dim=0)
+        low, high = torch.aminmax(flat, dim=0)  # one pass over the ids
+        bad = (low < 0) | (high >= sizes)
         if bool(bad.any()):
             position = int(bad.nonzero()[0, 0])
             column = flat[:, position]

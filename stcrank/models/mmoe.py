@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from stcrank.checks import NETWORK, check_not_empty, check_positive
 from stcrank.models.mlp import mlp
@@ -87,6 +88,7 @@ class MMoE(nn.Module):
         self.involvement = nn.Embedding(32, embedding_dim)
         width = embedding_dim * (len(self.categorical) + len(self.counts) + 1) + 1
         self.input_norm = nn.LayerNorm(width)
+        self.num_experts = num_experts
         self.experts = nn.ModuleList([mlp(width, expert_hidden) for _ in range(num_experts)])
         self.gates = nn.ModuleDict({task: nn.Linear(width, num_experts) for task in self.tasks})
         self.towers = nn.ModuleDict({task: mlp(expert_hidden[-1], tower_hidden, 1) for task in self.tasks})
@@ -97,33 +99,106 @@ class MMoE(nn.Module):
         extra = ("item_price", "item_category", "trigger_category", "hist_same_category_views")
         return tuple(dict.fromkeys([*self.categorical, *self.counts, *extra]))
 
-    def _inputs(self, batch: dict[str, Tensor]) -> Tensor:
+    def _parts(self, batch: dict[str, Tensor]) -> list[Tensor]:
+        """Every input feature at its column's own shape, in input order (``[..., width]`` each)."""
         missing = [name for name in self.input_columns if name not in batch]
         if missing:
             raise KeyError(f"MMoE needs batch columns {list(self.input_columns)}; missing {missing}")
-        parts = [self.embeddings[name](batch[name].long()) for name in self.categorical]
+        columns = {name: _collapse_expanded(batch[name]) for name in self.input_columns}
+        parts = [self.embeddings[name](columns[name].long()) for name in self.categorical]
         parts += [
-            self.count_embeddings[name](batch[name].long().clamp(0, cap - 1)) for name, cap in self.counts.items()
+            self.count_embeddings[name](columns[name].long().clamp(0, cap - 1)) for name, cap in self.counts.items()
         ]
-        same = (batch["item_category"] == batch["trigger_category"]).long()
-        views = batch["hist_same_category_views"].long().clamp(0, 15)
+        same = (columns["item_category"] == columns["trigger_category"]).long()
+        views = columns["hist_same_category_views"].long().clamp(0, 15)
         parts.append(self.involvement(same * 16 + views))
-        parts.append(torch.log1p(batch["item_price"].float().clamp(min=0)).unsqueeze(-1))
-        return self.input_norm(torch.cat(parts, dim=-1))
+        parts.append(torch.log1p(columns["item_price"].float().clamp(min=0)).unsqueeze(-1))
+        return parts
+
+    def _inputs(self, batch: dict[str, Tensor]) -> Tensor:
+        """The normalised input vector of every row, ``[..., width]`` (every column broadcast to one shape)."""
+        parts = self._parts(batch)
+        shape = torch.broadcast_shapes(*(part.shape[:-1] for part in parts))
+        return self.input_norm(torch.cat([part.expand(*shape, part.shape[-1]) for part in parts], dim=-1))
+
+    def _first_layers(self) -> tuple[Tensor, Tensor]:
+        """The first layer of every expert and every gate, stacked: weight ``[M, width]`` and bias ``[M]``."""
+        layers = [expert[0] for expert in self.experts] + [self.gates[task] for task in self.tasks]
+        return torch.cat([layer.weight for layer in layers]), torch.cat([layer.bias for layer in layers])
+
+    def _first_layer_outputs(self, parts: list[Tensor]) -> Tensor:
+        """The stacked first layers on the normalised input, each column group computed at its own shape.
+
+        Features that share a leading shape (e.g. the request-level ones at ``[R, 1]``, the candidates' at
+        ``[R, n]``) form a group. The layer norm followed by a linear map ``W`` is
+        ``(W diag(g) (x - mean) / std) + W b + c``; it splits over the groups through their shares of
+        ``W diag(g) x`` and of the sums of ``x`` and ``x^2`` that give the mean and the variance, so each group's
+        share is computed once at its own shape and broadcast.
+        """
+        weight, bias = self._first_layers()
+        norm = self.input_norm
+        scaled = weight * norm.weight  # W diag(g)
+        offset = weight @ norm.bias + bias  # W b + c
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for index, part in enumerate(parts):
+            groups.setdefault(tuple(part.shape[:-1]), []).append(index)
+        bounds = torch.tensor([0] + [part.shape[-1] for part in parts]).cumsum(0).tolist()
+        linear = total = squares = None
+        for members in groups.values():
+            x = torch.cat([parts[i] for i in members], dim=-1)
+            columns = torch.cat([torch.arange(bounds[i], bounds[i + 1]) for i in members]).to(weight.device)
+            share = F.linear(x, scaled.index_select(1, columns))
+            sums, sum_squares = x.sum(-1, keepdim=True), x.square().sum(-1, keepdim=True)
+            linear = share if linear is None else linear + share
+            total = sums if total is None else total + sums
+            squares = sum_squares if squares is None else squares + sum_squares
+        width = bounds[-1]
+        mean = total / width
+        variance = (squares / width - mean.square()).clamp(min=0)
+        return (linear - mean * scaled.sum(1)) * torch.rsqrt(variance + norm.eps) + offset
 
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """Score a batch.
+
+        Columns may differ in shape as long as they broadcast: request-level columns (user, trigger, request
+        number, session views) of shape ``[R, 1]`` with candidate columns ``[R, n]`` are embedded, and their
+        share of the experts' and gates' first layers computed, once per request. A column expanded along an
+        axis (stride 0, as ``Tensor.expand`` makes) is read once along it.
 
         Args:
             batch: Feature columns, each of shape ``[B]`` (or any leading shape ``[...]``, e.g. ``[R, n]``).
 
         Returns:
-            Task name -> logit, of the columns' shape.
+            Task name -> logit, of the columns' broadcast shape.
         """
-        x = self._inputs(batch)
-        experts = torch.stack([expert(x) for expert in self.experts], dim=-2)  # [..., E, H]
+        parts = self._parts(batch)
+        if len({tuple(part.shape[:-1]) for part in parts}) == 1:
+            # One shape: the plain layer norm, then the first layers.
+            weight, bias = self._first_layers()
+            first = F.linear(self.input_norm(torch.cat(parts, dim=-1)), weight, bias)
+        else:
+            first = self._first_layer_outputs(parts)
+        hidden = first.shape[-1] - len(self.tasks) * self.num_experts
+        expert_first, gate_logits = first.split([hidden, len(self.tasks) * self.num_experts], dim=-1)
+        experts = []
+        for expert, x in zip(self.experts, expert_first.chunk(self.num_experts, dim=-1), strict=True):
+            x = torch.relu(x)
+            for layer in list(expert)[2:]:
+                x = layer(x)
+            experts.append(x)
+        stacked = torch.stack(experts, dim=-2)  # [..., E, H]
         out = {}
-        for task in self.tasks:
-            gate = torch.softmax(self.gates[task](x), dim=-1).unsqueeze(-1)  # [..., E, 1]
-            out[task] = self.towers[task]((gate * experts).sum(dim=-2)).squeeze(-1)
+        for task, logits in zip(self.tasks, gate_logits.chunk(len(self.tasks), dim=-1), strict=True):
+            gate = torch.softmax(logits, dim=-1).unsqueeze(-1)  # [..., E, 1]
+            out[task] = self.towers[task]((gate * stacked).sum(dim=-2)).squeeze(-1)
         return out
+
+
+def _collapse_expanded(column: Tensor) -> Tensor:
+    """``column`` with every expanded axis (stride 0, so one value along it) cut to size 1; unchanged if traced."""
+    if torch.compiler.is_compiling():
+        return column
+    for axis in range(column.dim()):
+        if column.stride(axis) == 0 and column.shape[axis] > 1:
+            column = column.narrow(axis, 0, 1)
+    return column

@@ -8,6 +8,8 @@ this package holds what they share and what evaluates them:
 - :func:`hit_rate_at_k` and companions: how a re-ranked list differs from the point-wise one (paper Table 8).
 - :func:`brute_force_rerank`: the optimum by enumeration, to test re-rankers against.
 - :func:`stable_topk`: the deterministic top-k every re-ranker selects with.
+- :func:`intra_op_threads`: the torch threads a re-ranking call runs with (one by default, see
+  :mod:`stcrank.rerank.threads`).
 """
 
 from stcrank.rerank.analysis import (
@@ -29,6 +31,7 @@ from stcrank.rerank.prefix_scorers import (
     resolve_prefix_scorer,
 )
 from stcrank.rerank.sequence import continue_products, sequence_value
+from stcrank.rerank.threads import RERANK_THREADS, intra_op_threads
 from stcrank.rerank.validation import (
     check_batch,
     check_context,
@@ -40,6 +43,7 @@ from stcrank.rerank.validation import (
 
 __all__ = [
     "PREFIX_SCORERS",
+    "RERANK_THREADS",
     "BeamState",
     "BruteForceResult",
     "CategoryDiversityScorer",
@@ -57,6 +61,7 @@ __all__ = [
     "continue_products",
     "hit_rate_at_k",
     "hit_rate_table",
+    "intra_op_threads",
     "ordered_subsets",
     "position_agreement_at_k",
     "random_instances",

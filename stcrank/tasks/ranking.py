@@ -168,7 +168,7 @@ class RankingTask(BaseTask):
             # the end of the epoch.
             group = metrics["exposures"]
             group.update(torch.sigmoid(self.network(batch)), batch["label"].long())
-            self.log_dict(group, add_dataloader_idx=False, batch_size=batch["user"].shape[0])
+            self.log_dict(group, add_dataloader_idx=False, batch_size=batch["label"].shape[0])
         else:
             # A dict-valued metric: accumulated here, computed and logged at the end of the epoch.
             scores = self.network.score_candidates(batch)

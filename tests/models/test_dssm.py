@@ -118,3 +118,32 @@ def test_non_positive_sizes_are_refused_naming_the_option(setting):
     name = next(iter(setting))
     with pytest.raises(ConfigError, match=rf"^DSSM: --model\.init_args\.network\.init_args\.{name} must"):
         DSSM(SIZES, **setting)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("competing", [False, True])
+def test_per_request_user_vectors_equal_the_per_row_reference(real_batches, reference_networks, competing, dtype):
+    sizes, batches = real_batches[competing]
+    exposures = batches["exposures"]
+    assert len(exposures["seq"]) < len(exposures["label"])  # the training batch shares requests between rows
+    torch.manual_seed(0)
+    model = reference_networks.perturbed(DSSM(sizes, competing=competing, block_elements=1000), dtype)
+    tolerance = {"atol": 2e-5, "rtol": 1e-4} if dtype == torch.float32 else {"atol": 1e-10, "rtol": 1e-10}
+    for kind in ("exposures", "extra_negatives", "aux_exposures", "test_exposures"):
+        batch = batches[kind]
+        want = reference_networks.dssm_scores(model, batch, batch["item"].unsqueeze(1)).squeeze(1)
+        torch.testing.assert_close(model(batch), want, **tolerance, msg=kind)
+    for kind in ("request_lists", "test_candidates"):
+        batch = batches[kind]
+        want = reference_networks.dssm_scores(model, batch, batch["candidates"])
+        torch.testing.assert_close(model.score_candidates(batch), want, **tolerance, msg=kind)
+    model.zero_grad()
+    model(exposures).sum().backward()
+    got = reference_networks.grads(model)
+    model.zero_grad()
+    reference_networks.dssm_scores(model, exposures, exposures["item"].unsqueeze(1)).sum().backward()
+    want = reference_networks.grads(model)
+    assert got.keys() == want.keys()
+    for name in got:
+        scale = 1.0 + float(want[name].abs().max())
+        torch.testing.assert_close(got[name], want[name], atol=tolerance["atol"] * scale * 10, rtol=tolerance["rtol"])

@@ -82,3 +82,17 @@ def test_bad_products_and_missing_columns_are_reported():
     del b["user_segment"]
     with pytest.raises(KeyError, match="user_segment"):
         net(b)
+
+
+def test_user_columns_expanded_over_candidates_score_like_dense_columns():
+    # The simulator's homepage layout: user columns expanded over the candidates (read once per request).
+    torch.manual_seed(0)
+    net = ESMM(sizes(), embedding_dim=4, num_experts=2, expert_hidden=[8, 6], tower_hidden=[4])
+    dense = {name: values.view(3, 4) for name, values in batch(12).items()}
+    expanded = dict(dense)
+    for name in ("user_id", "user_segment", "user_activity_bucket", "user_purchase_bucket", "user_price_bucket"):
+        dense[name] = dense[name][:, :1].expand(3, 4).contiguous()
+        expanded[name] = dense[name][:, :1].expand(3, 4)
+    got, want = net(expanded), net(dense)
+    for name in DEFAULT_PRODUCTS:
+        torch.testing.assert_close(got[name], want[name], atol=1e-5, rtol=1e-4)

@@ -55,3 +55,77 @@ def test_non_positive_sizes_are_refused_naming_the_option(setting):
     name = next(iter(setting))
     with pytest.raises(ConfigError, match=rf"^MMoE: --model\.init_args\.network\.init_args\.{name} must"):
         MMoE(SIZES, **setting)
+
+
+def _request_columns(rows, candidates, layout):
+    # Simulator layout: request-level columns (user, trigger, request number, session views) once per request,
+    # expanded over the candidates ("expanded") or given as [R, 1] ("broadcast"); the rest per candidate.
+    cols = batch((rows, candidates))
+    for name in ("user_id", "trigger_category", "request_index", "hist_ipv"):
+        column = cols[name][:, :1]
+        cols[name] = column.expand(rows, candidates) if layout == "expanded" else column
+    return cols
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("layout", ["expanded", "broadcast"])
+def test_request_level_share_equals_the_whole_input_reference(reference_networks, layout, dtype):
+    torch.manual_seed(0)
+    net = MMoE(SIZES, tasks=["cvr", "vtr"], embedding_dim=4, num_experts=3, expert_hidden=[8, 6], tower_hidden=[4])
+    net = reference_networks.perturbed(net, dtype)
+    net.input_norm.weight.data.uniform_(0.5, 1.5)  # a layer norm scale away from 0, as trained ones are
+    cols = _request_columns(4, 7, layout)
+    got = net(cols)
+    want = reference_networks.mmoe_logits(net, cols)
+    tolerance = {"atol": 1e-5, "rtol": 1e-4} if dtype == torch.float32 else {"atol": 1e-10, "rtol": 1e-10}
+    for task in ("cvr", "vtr"):
+        assert got[task].shape == (4, 7)
+        torch.testing.assert_close(got[task], want[task], **tolerance)
+    net.zero_grad()
+    sum(got.values()).sum().backward()
+    got = reference_networks.grads(net)
+    net.zero_grad()
+    sum(want.values()).sum().backward()
+    want = reference_networks.grads(net)
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], **tolerance, msg=name)
+
+
+def test_one_shape_batches_equal_the_reference_exactly(reference_networks):
+    torch.manual_seed(0)
+    net = MMoE(SIZES, tasks=["cvr", "vtr"], embedding_dim=4, num_experts=3)
+    cols = batch((9,))
+    got, want = net(cols), reference_networks.mmoe_logits(net, cols)
+    for task in ("cvr", "vtr"):
+        torch.testing.assert_close(got[task], want[task], atol=1e-6, rtol=1e-6)
+
+
+REQUEST_COLUMNS = ("request_index", "hist_ipv")
+
+
+def test_real_page_views_scored_per_request_like_the_reference(eshop_store, reference_networks):
+    # A real batch of the e-shop data module, and the simulator's layout built from it: the request-level columns
+    # of 6 page views expanded over 9 candidates taken from other page views.
+    from stcrank.data.eshop.datamodule import EShopDataModule
+
+    data = EShopDataModule(str(eshop_store), labels={"cvr": "cvr"}, batch_size=64)
+    data.setup("fit")
+    batch = next(iter(data.train_dataloader()))
+    torch.manual_seed(0)
+    net = reference_networks.perturbed(MMoE(data.feature_sizes, tasks=["cvr", "vtr", "sdr"]), torch.float64)
+    net.input_norm.weight.data.uniform_(0.5, 1.5)
+    columns = {name: batch[name] for name in net.input_columns}
+    got, want = net(columns), reference_networks.mmoe_logits(net, columns)
+    for task in net.tasks:
+        torch.testing.assert_close(got[task], want[task], atol=1e-10, rtol=1e-10)
+    requests, candidates = torch.arange(6), torch.arange(6, 60).view(6, 9)
+    grid = {}
+    for name, values in columns.items():
+        if name.startswith(("user_", "trigger_")) or name in REQUEST_COLUMNS:
+            grid[name] = values[requests][:, None].expand(6, 9)  # stride 0 over the candidates
+        else:
+            grid[name] = values[candidates]
+    got, want = net(grid), reference_networks.mmoe_logits(net, grid)
+    for task in net.tasks:
+        assert got[task].shape == (6, 9)
+        torch.testing.assert_close(got[task], want[task], atol=1e-10, rtol=1e-10)

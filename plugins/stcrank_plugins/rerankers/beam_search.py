@@ -10,6 +10,7 @@ from torch import Tensor
 from stcrank.plugins import Reranker
 from stcrank.rerank.ordering import stable_topk
 from stcrank.rerank.prefix_scorers import BeamState, PrefixScorer, resolve_prefix_scorer
+from stcrank.rerank.threads import RERANK_THREADS, intra_op_threads
 from stcrank.rerank.validation import check_batch, check_context, check_scores
 
 
@@ -36,13 +37,22 @@ class BeamSearchReranker(Reranker):
         prefix_scorer: A :class:`~stcrank.rerank.PrefixScorer` or its short name (``"pointwise"``,
             ``"category_diversity"``).
         prune: Restrict the point-wise search to the candidates it can reach (exact; see above).
+        threads: Torch intra-op threads while re-ranking (see :mod:`stcrank.rerank.threads`); None keeps the
+            process's setting.
     """
 
     def __init__(
-        self, beam_size: int = 25, prefix_scorer: PrefixScorer | str = "pointwise", prune: bool = True
+        self,
+        beam_size: int = 25,
+        prefix_scorer: PrefixScorer | str = "pointwise",
+        prune: bool = True,
+        threads: int | None = RERANK_THREADS,
     ) -> None:
         if isinstance(beam_size, bool) or not isinstance(beam_size, int) or beam_size < 1:
             raise ValueError(f"beam_size must be an int >= 1, got {beam_size!r}")
+        if threads is not None and threads < 1:
+            raise ValueError(f"threads must be >= 1 or None, got {threads}")
+        self.threads = threads
         self.beam_size = beam_size
         self.prefix_scorer = resolve_prefix_scorer(prefix_scorer)
         self.prune = prune
@@ -78,6 +88,10 @@ class BeamSearchReranker(Reranker):
             ValueError: On invalid shapes or values, missing context, or a scorer that forbids every list.
         """
         check_batch(value, continue_prob, k)
+        with intra_op_threads(self.threads):
+            return self._search(value, continue_prob, k, context)
+
+    def _search(self, value: Tensor, continue_prob: Tensor, k: int, context: Mapping[str, Tensor] | None) -> Tensor:
         value, continue_prob = check_scores(value, continue_prob)
         context = check_context(self.prefix_scorer.required_context, context, value.shape)
         rows, n = value.shape

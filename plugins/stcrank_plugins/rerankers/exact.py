@@ -34,6 +34,7 @@ from torch import Tensor
 
 from stcrank.plugins import Reranker
 from stcrank.rerank.ordering import compact_mask
+from stcrank.rerank.threads import RERANK_THREADS, intra_op_threads
 from stcrank.rerank.validation import check_batch, check_scores
 
 TOP_CANDIDATES = 48
@@ -259,14 +260,25 @@ class ExactReranker(Reranker):
         prune: Apply the dominance pruning (same optimum, much faster for large ``n``).
         pruning_top: Size of the best sets (by value, by ratio) the pruning certifies dominance with.
         pruning_grid: Resolution of the pruning's value x ratio grid (``0`` disables it).
+        threads: Torch intra-op threads while re-ranking (see :mod:`stcrank.rerank.threads`); None keeps the
+            process's setting.
     """
 
-    def __init__(self, prune: bool = True, pruning_top: int = TOP_CANDIDATES, pruning_grid: int = GRID_CELLS) -> None:
+    def __init__(
+        self,
+        prune: bool = True,
+        pruning_top: int = TOP_CANDIDATES,
+        pruning_grid: int = GRID_CELLS,
+        threads: int | None = RERANK_THREADS,
+    ) -> None:
         if pruning_top < 1 or pruning_grid < 0:
             raise ValueError(f"pruning_top must be >= 1 and pruning_grid >= 0, got {pruning_top} and {pruning_grid}")
+        if threads is not None and threads < 1:
+            raise ValueError(f"threads must be >= 1 or None, got {threads}")
         self.prune = prune
         self.pruning_top = pruning_top
         self.pruning_grid = pruning_grid
+        self.threads = threads
 
     def rerank(self, value: Tensor, continue_prob: Tensor, k: int) -> Tensor:
         """Return the optimal list of each request.
@@ -283,7 +295,10 @@ class ExactReranker(Reranker):
             ValueError: If ``value`` or ``continue_prob`` holds NaN or invalid values.
         """
         check_batch(value, continue_prob, k)
-        value, continue_prob = check_scores(value, continue_prob)
+        with intra_op_threads(self.threads):
+            return self._rerank(*check_scores(value, continue_prob), k)
+
+    def _rerank(self, value: Tensor, continue_prob: Tensor, k: int) -> Tensor:
         rows, n = value.shape
         if rows == 0:
             return torch.empty(0, k, dtype=torch.long, device=value.device)

@@ -6,6 +6,7 @@ from torch import Tensor
 
 from stcrank.plugins import Reranker
 from stcrank.rerank.ordering import stable_topk
+from stcrank.rerank.threads import RERANK_THREADS, intra_op_threads
 from stcrank.rerank.validation import check_batch, check_scores
 
 
@@ -14,7 +15,16 @@ class GreedyReranker(Reranker):
 
     This is what ranking without look-ahead shows, and what beam search with ``beam_size=1`` and the
     point-wise prefix scorer returns. It ignores ``continue_prob``.
+
+    Args:
+        threads: Torch intra-op threads while re-ranking (see :mod:`stcrank.rerank.threads`); None keeps the
+            process's setting.
     """
+
+    def __init__(self, threads: int | None = RERANK_THREADS) -> None:
+        if threads is not None and threads < 1:
+            raise ValueError(f"threads must be >= 1 or None, got {threads}")
+        self.threads = threads
 
     def rerank(self, value: Tensor, continue_prob: Tensor, k: int) -> Tensor:
         """Return the ``k`` highest-value candidates of each request.
@@ -32,5 +42,6 @@ class GreedyReranker(Reranker):
             ValueError: On mismatched shapes, ``k`` outside ``[1, n]``, or NaN or invalid values.
         """
         check_batch(value, continue_prob, k)
-        value, _ = check_scores(value, continue_prob)
-        return stable_topk(value, k)[1]
+        with intra_op_threads(self.threads):
+            value, _ = check_scores(value, continue_prob)
+            return stable_topk(value, k)[1]

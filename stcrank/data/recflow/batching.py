@@ -45,10 +45,14 @@ class SampleKind:
         load: Loads one day: ``load(store, day) -> DayData``.
         count: Number of samples of a day without loading it: ``count(store, day) -> int``; must equal
             ``len(load(store, day))``.
+        requests: The request (any integer key) of each sample of a day without loading it,
+            ``requests(store, day) -> int array [count]``, for shuffling whole requests; None when every sample is
+            a request of its own.
     """
 
     load: Callable[[RecFlowStore, str], DayData]
     count: Callable[[RecFlowStore, str], int]
+    requests: Callable[[RecFlowStore, str], np.ndarray] | None = None
 
 
 class DayBatchSampler(DistributedSampler):
@@ -64,6 +68,12 @@ class DayBatchSampler(DistributedSampler):
     epoch is whole again. :class:`~stcrank.data.resumable.ResumableDataLoader` passes this state through
     Lightning's checkpoints.
 
+    **Whole requests.** With ``requests`` (the request of each sample of a day, fetched when the day is shuffled),
+    a shuffle permutes a day's requests and keeps each request's samples together, so that a batch holds the
+    samples of about ``batch_size / samples per request`` requests (their request-level features are then
+    gathered and computed once per request, see ``request_slot``); each rank takes a contiguous share of that
+    order.
+
     Args:
         day_sizes: Number of samples of each day, in the order the days are visited.
         batch_size: Largest batch.
@@ -71,6 +81,8 @@ class DayBatchSampler(DistributedSampler):
         seed: Seed of the permutations.
         rank: This process's rank.
         world_size: Number of processes.
+        requests: ``requests(day_position) -> int array [day size]``, the request of each sample; shuffles
+            whole requests (see above). None shuffles samples.
     """
 
     def __init__(
@@ -82,6 +94,7 @@ class DayBatchSampler(DistributedSampler):
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
+        requests: Callable[[int], np.ndarray] | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -93,6 +106,7 @@ class DayBatchSampler(DistributedSampler):
         self.seed = seed
         self.rank = rank
         self.num_replicas = world_size
+        self.requests = requests
         self.epoch = 0
         self.drop_last = False
         self._skip = 0  # batches of ``self.epoch`` to skip on the next iteration (set when resuming)
@@ -153,10 +167,18 @@ class DayBatchSampler(DistributedSampler):
     def rows_of_day(self, day: int) -> np.ndarray:
         """This rank's rows of day ``day``, in visiting order."""
         n = self.day_sizes[day]
+        share = slice(self.rank * n // self.num_replicas, (self.rank + 1) * n // self.num_replicas)
+        if self.shuffle and self.requests is not None:
+            request = np.asarray(self.requests(day))
+            if len(request) != n:
+                raise ValueError(f"day {day}: {len(request)} request keys for {n} samples")
+            _, group = np.unique(request, return_inverse=True)
+            rank = np.random.default_rng([self.seed, self.epoch, day]).permutation(int(group.max(initial=-1)) + 1)
+            return np.argsort(rank[group], kind="stable")[share]  # whole requests, in a random order
         if self.shuffle:
             order = np.random.default_rng([self.seed, self.epoch, day]).permutation(n)
             return order[self.rank :: self.num_replicas]
-        return np.arange(self.rank * n // self.num_replicas, (self.rank + 1) * n // self.num_replicas)
+        return np.arange(share.start, share.stop)
 
     def __iter__(self) -> Iterator[tuple[int, np.ndarray]]:
         skip, self._skip = self._skip, 0

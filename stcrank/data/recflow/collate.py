@@ -3,24 +3,31 @@
 **The batch contract** (every batch is a ``dict[str, torch.Tensor]``; every id and time code is the store's
 0-based value shifted by +1, so that 0 is padding for every feature, ``category_level_one`` included):
 
-Exposures batch (one row per exposure; :data:`~stcrank.data.recflow.schema.EXPOSURE_BATCH_KEYS`):
+Exposures batch (one row per exposure; :data:`~stcrank.data.recflow.schema.EXPOSURE_BATCH_KEYS`). The
+request-level tensors are held once per distinct request of the batch (``R <= B`` of them, in order of first
+appearance), and ``request_slot`` gives each row's request; a batch whose rows all come from different
+requests has ``R = B`` and ``request_slot = [0, 1, ..., B - 1]``:
 
 =================  ==============  =============================================================================
 key                shape, dtype    content
 =================  ==============  =============================================================================
-``context``        Long[B, 3]      request wday, hour, minute (UTC+8)
-``user``           Long[B, 5]      user_id, device_id, gender, age, province
+``context``        Long[R, 3]      request wday, hour, minute (UTC+8)
+``user``           Long[R, 5]      user_id, device_id, gender, age, province
+``seq``            Long[R, 50, 5]  video_id, author_id, category_level_two, category_level_one, upload_type of
+                                   the last 50 effective views (left-padded with 0, most recent last)
+``seq_mask``       Bool[R, 50]     True on real behaviours
+``request_slot``   Long[B]         the request of each row, in ``[0, R)``
 ``item``           Long[B, 8]      video_id, author_id, category_level_two, category_level_one, upload_type,
                                    upload wday, upload hour, upload minute
-``seq``            Long[B, 50, 5]  video_id, author_id, category_level_two, category_level_one, upload_type of
-                                   the last 50 effective views (left-padded with 0, most recent last)
-``seq_mask``       Bool[B, 50]     True on real behaviours
 ``label``          Float[B]        the label definition's target (``effective_view`` by default)
-``request_id``     Long[B]         raw request id (not shifted)
+``request_id``     Long[B]         raw request id of each row (not shifted)
 =================  ==============  =============================================================================
 
+:func:`rows_per_exposure` turns such a batch into one with every tensor per row (``R = B``, no
+``request_slot``), for code that wants that layout.
+
 Candidates batch (one row per request; :data:`~stcrank.data.recflow.schema.CANDIDATE_BATCH_KEYS`):
-``context``, ``user``, ``seq``, ``seq_mask`` and ``request_id`` as above with ``B`` requests, plus
+``context``, ``user``, ``seq``, ``seq_mask`` and ``request_id`` as above with ``B = R`` requests, plus
 
 =====================  ==============  =========================================================================
 ``candidates``         Long[B, C, 8]   the candidates' item features (as ``item``), 0 on padding
@@ -184,6 +191,60 @@ class RequestFeatures:
             "request_id": self.request_id[rows],
         }
 
+    def gather_shared(self, rows: Tensor) -> dict[str, Tensor]:
+        """Request-level part of a batch whose samples have request rows ``rows``, each request gathered once.
+
+        Returns:
+            ``context``, ``user``, ``seq`` and ``seq_mask`` of the distinct requests (in order of first
+            appearance), ``request_slot`` (each sample's request among them) and ``request_id`` per sample.
+        """
+        distinct, slot = unique_in_order(rows)
+        out = self.gather(distinct)
+        out["request_id"] = self.request_id[rows]
+        out["request_slot"] = slot
+        return out
+
+
+REQUEST_LEVEL_KEYS: tuple[str, ...] = ("context", "user", "seq", "seq_mask", "competing", "competing_mask")
+"""Keys of an exposures batch held once per request when the batch has ``request_slot``."""
+
+
+def unique_in_order(values: Tensor) -> tuple[Tensor, Tensor]:
+    """The distinct values of a 1-d tensor in order of first appearance, and the position of each value among them.
+
+    Args:
+        values: ``[N]``.
+
+    Returns:
+        ``(distinct [R], slot [N])`` with ``distinct[slot] == values``; ``slot`` is ``0..N-1`` when the values
+        are all different.
+    """
+    distinct, inverse = torch.unique(values, return_inverse=True)  # sorted
+    first = torch.full((len(distinct),), len(values), dtype=torch.long)
+    first.scatter_reduce_(0, inverse, torch.arange(len(values)), reduce="amin")
+    order = torch.argsort(first)
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(len(order))
+    return distinct[order], rank[inverse]
+
+
+def rows_per_exposure(batch: dict[str, Tensor]) -> dict[str, Tensor]:
+    """The same batch with its request-level tensors repeated per row and no ``request_slot``.
+
+    Args:
+        batch: A batch with or without ``request_slot``.
+
+    Returns:
+        A new dictionary (a batch without ``request_slot`` is returned as a shallow copy).
+    """
+    out = dict(batch)
+    slot = out.pop("request_slot", None)
+    if slot is not None:
+        for key in REQUEST_LEVEL_KEYS:
+            if key in out:
+                out[key] = out[key].index_select(0, slot)
+    return out
+
 
 class ExposureDay:
     """One day's exposures as tensors; :meth:`batch` gathers a point-wise batch.
@@ -209,13 +270,19 @@ class ExposureDay:
         data = store.exposures(day, list(FEEDBACK_COLUMNS))
         return int(compute_labels(label, data, f"{store.root}/{day}/exposures")[1].sum())
 
+    @staticmethod
+    def request_rows(store: RecFlowStore, day: str, label: LabelDefinition) -> np.ndarray:
+        """The request row of each sample of a day (exposures inside the label's mask), from a few columns."""
+        data = store.exposures(day, ["request_row", *FEEDBACK_COLUMNS])
+        keep = compute_labels(label, {n: data[n] for n in FEEDBACK_COLUMNS}, f"{store.root}/{day}/exposures")[1]
+        return data["request_row"][keep.numpy()]
+
     def __len__(self) -> int:
         return len(self.label)
 
     def batch(self, index: Tensor, generator: torch.Generator | None = None) -> dict[str, Tensor]:
         """Gather the exposures ``index`` (``generator`` is unused: exposures batches are deterministic)."""
-        rows = self.request_row[index]
-        out = self.requests.gather(rows)
+        out = self.requests.gather_shared(self.request_row[index])
         out["item"] = self.item[index].long()
         out["label"] = self.label[index]
         return {key: out[key] for key in EXPOSURE_BATCH_KEYS}
@@ -309,8 +376,9 @@ class CandidateDay:
         valid = torch.arange(width).expand(len(rows), width) < counts[:, None]
         flat = torch.where(valid, self.offsets[rows][:, None] + slots, 0)
         out = self.requests.gather(rows)
-        out["candidates"] = self.item[flat].long() * valid[:, :, None]
+        padding = ~valid
+        out["candidates"] = self.item[flat].long().masked_fill_(padding[:, :, None], 0)
         out["candidate_mask"] = valid
-        out["candidate_label"] = self.label[flat] * valid
-        out["candidate_stage"] = self.priority[flat] * valid
+        out["candidate_label"] = self.label[flat].masked_fill_(padding, 0)
+        out["candidate_stage"] = self.priority[flat].masked_fill_(padding, 0)
         return {key: out[key] for key in CANDIDATE_BATCH_KEYS}

@@ -3,12 +3,13 @@
 For each of a request's 50 past behaviours, the first ``size`` items of one stage (``rank_pos`` in RecFlow) of the
 *behaviour's* request are looked up in the day's UBM table (``ubm_seq_request_id_dict``), keyed by the
 behaviour's request id. The lookup is made once per day into two ``[R, 50]`` arrays (start row, count), and a
-batch gathers ``[B, 50, size]`` rows with one tensor index. Batches gain
+batch gathers ``[R, 50, size]`` rows with one tensor index, once per request of the batch (``R`` is the number
+of rows of ``seq``: a batch with ``request_slot`` holds its requests once). Batches gain
 
 =====================  ====================  ===============================================================
-``competing``          Long[B, 50, K, 5]     video_id, author_id, category_level_two, category_level_one,
+``competing``          Long[R, 50, K, 5]     video_id, author_id, category_level_two, category_level_one,
                                              upload_type of each competing item (shifted, 0 on padding)
-``competing_mask``     Bool[B, 50, K]        True on real competing items (never on padded behaviours)
+``competing_mask``     Bool[R, 50, K]        True on real competing items (never on padded behaviours)
 =====================  ====================  ===============================================================
 """
 
@@ -86,9 +87,12 @@ class WithCompeting:
         return len(self.inner)
 
     def batch(self, index: Tensor, generator: torch.Generator | None = None) -> dict[str, Tensor]:
-        """The inner batch plus ``competing`` and ``competing_mask``."""
+        """The inner batch plus ``competing`` and ``competing_mask`` (once per request with ``request_slot``)."""
         out = self.inner.batch(index, generator)
-        out.update(self.competing.gather(self.competing.rows_of(out["request_id"])))
+        request_id = out["request_id"]
+        if "request_slot" in out:  # request ids of the batch's distinct requests
+            request_id = request_id.new_zeros(out["seq"].shape[0]).index_copy_(0, out["request_slot"], request_id)
+        out.update(self.competing.gather(self.competing.rows_of(request_id)))
         return out
 
 
@@ -98,4 +102,5 @@ def _load_with_competing(kind: SampleKind, stage: str, size: int, store: RecFlow
 
 def with_competing(kind: SampleKind, stage: str = "rank_pos", size: int = 10) -> SampleKind:
     """The same sample kind with competing items added to its batches."""
-    return SampleKind(load=functools.partial(_load_with_competing, kind, stage, size), count=kind.count)
+    load = functools.partial(_load_with_competing, kind, stage, size)
+    return SampleKind(load=load, count=kind.count, requests=kind.requests)

@@ -10,10 +10,17 @@ from __future__ import annotations
 import functools
 from typing import ClassVar
 
+import numpy as np
+
 from stcrank.checks import DATA, check_positive
 from stcrank.data.recflow.batching import SampleKind
 from stcrank.data.recflow.competing import with_competing
-from stcrank.data.recflow.datamodule import DEFAULT_CHUNK_ROWS, DEFAULT_MAX_FEATURE_SIZE, RecFlowDataModule
+from stcrank.data.recflow.datamodule import (
+    DEFAULT_CHUNK_ROWS,
+    DEFAULT_MAX_FEATURE_SIZE,
+    RecFlowDataModule,
+    _exposure_requests,
+)
 from stcrank.data.recflow.schema import STAGE_CODE
 from stcrank.data.recflow.slots import check_slots
 from stcrank.data.recflow.stage_samples import AuxiliaryExposureDay, ExtraNegativeDay, RequestListDay
@@ -46,6 +53,10 @@ def _list_count(store: RecFlowStore, day: str, slots: dict[str, int]) -> int:
 
 def _aux_count(store: RecFlowStore, day: str, label: LabelDefinition) -> int:
     return AuxiliaryExposureDay.num_rows(store, day, label)
+
+
+def _extra_requests(store: RecFlowStore, day: str, label: LabelDefinition, sampler: NegativeSampler) -> np.ndarray:
+    return ExtraNegativeDay.request_rows(store, day, label, sampler)
 
 
 class RecFlowRankingDataModule(RecFlowDataModule):
@@ -91,6 +102,8 @@ class RecFlowRankingDataModule(RecFlowDataModule):
         aux_per_stage: Items taken from the start of each auxiliary stage.
         competing_stage: Stage of the competing items of past behaviours (``rank_pos``); none when None.
         competing_size: Competing items per behaviour.
+        group_requests: Shuffle whole requests in training (see :class:`RecFlowDataModule`); for the exposures,
+            extra-negatives and auxiliary-exposures kinds.
     """
 
     SAMPLE_LAYOUTS: ClassVar[dict[str, str]] = {
@@ -124,6 +137,7 @@ class RecFlowRankingDataModule(RecFlowDataModule):
         aux_per_stage: int = 10,
         competing_stage: str | None = None,
         competing_size: int = 10,
+        group_requests: bool = False,
     ) -> None:
         # Set before the parent's constructor: it validates sample_kind through sample_kinds().
         self.negative_sampler = (
@@ -162,6 +176,7 @@ class RecFlowRankingDataModule(RecFlowDataModule):
             seed=seed,
             chunk_rows=chunk_rows,
             max_feature_size=max_feature_size,
+            group_requests=group_requests,
         )
 
     def check_training_samples(self) -> None:
@@ -187,6 +202,7 @@ class RecFlowRankingDataModule(RecFlowDataModule):
                     ExtraNegativeDay, label=self.label, sampler=self.negative_sampler, seed=self.seed
                 ),
                 count=functools.partial(_extra_count, label=self.label, sampler=self.negative_sampler),
+                requests=functools.partial(_extra_requests, label=self.label, sampler=self.negative_sampler),
             )
         kinds["request_lists"] = SampleKind(
             load=functools.partial(RequestListDay, label=self.label, slots=self.list_slots),
@@ -195,6 +211,7 @@ class RecFlowRankingDataModule(RecFlowDataModule):
         kinds["aux_exposures"] = SampleKind(
             load=functools.partial(AuxiliaryExposureDay, label=self.label, slots=self.aux_slots),
             count=functools.partial(_aux_count, label=self.label),
+            requests=functools.partial(_exposure_requests, label=self.label),
         )
         # "requests" is built by _candidate_kind, which already adds the competing items.
         return {name: kind if name == "requests" else self._competing(kind) for name, kind in kinds.items()}

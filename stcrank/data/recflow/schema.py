@@ -209,7 +209,16 @@ FEATURE_OF_SLOT: dict[str, str] = {
 }
 """Batch slot -> the ``feature_sizes`` key (embedding table) it indexes."""
 
-EXPOSURE_BATCH_KEYS: tuple[str, ...] = ("context", "user", "item", "seq", "seq_mask", "label", "request_id")
+EXPOSURE_BATCH_KEYS: tuple[str, ...] = (
+    "context",
+    "user",
+    "item",
+    "seq",
+    "seq_mask",
+    "label",
+    "request_id",
+    "request_slot",
+)
 """Keys of an exposures batch."""
 
 CANDIDATE_BATCH_KEYS: tuple[str, ...] = (

@@ -117,12 +117,20 @@ class ExtraNegativeDay:
         stage_count = store.requests(day, ["stage_count"])["stage_count"]
         return ExposureDay.num_rows(store, day, label) + int(extra_counts(stage_count, stages, per_stage).sum())
 
+    @staticmethod
+    def request_rows(store: RecFlowStore, day: str, label: LabelDefinition, sampler: NegativeSampler) -> np.ndarray:
+        """The request row of each sample of a day: the exposures', then the draws' (made in request order)."""
+        stages, per_stage = sampler_draws(sampler)
+        stage_count = store.requests(day, ["stage_count"])["stage_count"]
+        draws = np.repeat(np.arange(len(stage_count)), extra_counts(stage_count, stages, per_stage))
+        return np.concatenate([ExposureDay.request_rows(store, day, label), draws])
+
     def __len__(self) -> int:
         return len(self.label)
 
     def batch(self, index: Tensor, generator: torch.Generator | None = None) -> dict[str, Tensor]:
         """Gather samples ``index`` into an exposures batch (the draw was made when the day was loaded)."""
-        out = self.exposures.requests.gather(self.request_row[index])
+        out = self.exposures.requests.gather_shared(self.request_row[index])
         out["item"] = self.item[index].long()
         out["label"] = self.label[index]
         return {key: out[key] for key in EXPOSURE_BATCH_KEYS}

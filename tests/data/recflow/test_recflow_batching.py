@@ -56,6 +56,47 @@ def test_ranks_get_disjoint_complete_shares_in_equal_numbers_of_batches(shuffle,
     assert all(len(rows) <= 50 for keys in per_rank for _, rows in keys)
 
 
+def _requests_of(size, day):
+    # 1 to 6 samples per request, requests in order (as in the store's exposures)
+    rng = np.random.default_rng(day)
+    return np.repeat(np.arange(size), rng.integers(1, 7, size))[:size]
+
+
+@pytest.mark.parametrize("world_size", [1, 2, 3])
+def test_whole_requests_shuffled_together(world_size):
+    requests = {day: _requests_of(size, day) for day, size in enumerate(SIZES)}
+    samplers = [
+        DayBatchSampler(SIZES, 64, shuffle=True, seed=3, rank=r, world_size=world_size, requests=requests.__getitem__)
+        for r in range(world_size)
+    ]
+    per_rank = [_keys(s) for s in samplers]
+    assert len({len(keys) for keys in per_rank}) == 1 and len(per_rank[0]) == len(samplers[0])
+    assert all(len(rows) <= 64 for keys in per_rank for _, rows in keys)
+    for day, size in enumerate(SIZES):
+        shares = [np.concatenate([rows for d, rows in keys if d == day] or [np.zeros(0, int)]) for keys in per_rank]
+        assert sorted(np.concatenate(shares).tolist()) == list(range(size))  # every sample once
+        order = np.concatenate(shares)
+        runs = np.flatnonzero(np.diff(requests[day][order])) + 1 if size else []
+        # a request's samples are consecutive: one run per request
+        assert len(runs) + (1 if size else 0) == len(np.unique(requests[day]))
+        if size > 10:
+            assert requests[day][order].tolist() != sorted(requests[day][order].tolist())  # requests shuffled
+    # requests per batch: about one per 3.5 samples, not one per sample
+    batches = [(len(np.unique(requests[day][rows])), len(rows)) for keys in per_rank for day, rows in keys]
+    assert all(distinct <= 0.6 * rows for distinct, rows in batches if rows >= 20)
+
+
+def test_whole_requests_reshuffled_every_epoch_and_the_key_count_checked():
+    requests = {day: _requests_of(size, day) for day, size in enumerate(SIZES)}
+    sampler = DayBatchSampler(SIZES, 64, shuffle=True, seed=3, requests=requests.__getitem__)
+    first = _keys(sampler)
+    sampler.set_epoch(1)
+    assert not np.array_equal(first[0][1], _keys(sampler)[0][1])
+    wrong = DayBatchSampler(SIZES, 64, shuffle=True, requests=lambda day: np.zeros(3, int))
+    with pytest.raises(ValueError, match="request keys"):
+        _keys(wrong)
+
+
 def test_invalid_arguments():
     with pytest.raises(ValueError, match="batch_size"):
         DayBatchSampler([3], 0, shuffle=False)

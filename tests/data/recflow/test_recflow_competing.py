@@ -37,7 +37,10 @@ def test_wrapped_batches_find_their_request_rows(recflow_store):
     exposures = ExposureDay(store, day, registry.resolve("labels", "effective_view"))
     competing = CompetingItems(store, day)
     batch = WithCompeting(exposures, competing).batch(torch.arange(30))
+    # Held once per request of the batch, like the other request-level tensors.
+    slot = batch["request_slot"]
+    assert len(batch["competing"]) == len(batch["seq"]) < 30
     expected = competing.gather(exposures.request_row[:30])
-    assert torch.equal(batch["competing"], expected["competing"])
-    assert torch.equal(batch["competing_mask"], expected["competing_mask"])
+    assert torch.equal(batch["competing"][slot], expected["competing"])
+    assert torch.equal(batch["competing_mask"][slot], expected["competing_mask"])
     assert torch.equal(competing.rows_of(batch["request_id"]), exposures.request_row[:30])

@@ -39,17 +39,22 @@ def test_batches_follow_the_contract(recflow_store):
     batch = next(iter(module.train_dataloader()))
     assert list(batch) == list(EXPOSURE_BATCH_KEYS)
     b = len(batch["label"])
-    assert 0 < b <= 100
+    r = len(batch["user"])  # request-level tensors are held once per request of the batch
+    assert 0 < r <= b <= 100
     expected = {
-        "context": ((b, 3), torch.int64),
-        "user": ((b, 5), torch.int64),
+        "context": ((r, 3), torch.int64),
+        "user": ((r, 5), torch.int64),
         "item": ((b, 8), torch.int64),
-        "seq": ((b, 50, 5), torch.int64),
-        "seq_mask": ((b, 50), torch.bool),
+        "seq": ((r, 50, 5), torch.int64),
+        "seq_mask": ((r, 50), torch.bool),
         "label": ((b,), torch.float32),
         "request_id": ((b,), torch.int64),
+        "request_slot": ((b,), torch.int64),
     }
     assert {k: (tuple(v.shape), v.dtype) for k, v in batch.items()} == expected
+    assert sorted(set(batch["request_slot"].tolist())) == list(range(r))
+    distinct = batch["request_id"].new_zeros(r).index_copy_(0, batch["request_slot"], batch["request_id"])
+    assert len(set(distinct.tolist())) == r  # one slot per distinct request
     for j, name in enumerate(USER_FEATURES):
         assert batch["user"][:, j].min() >= 1 and batch["user"][:, j].max() < sizes[name]
     for j, name in enumerate(ITEM_FEATURES):
@@ -77,6 +82,21 @@ def test_one_epoch_covers_every_training_exposure_once_day_by_day(recflow_store)
     first_day = torch.cat([b["request_id"] for b, d in zip(batches, visited, strict=True) if d == store.days[0]])
     stored = store.exposures(store.days[0], ["request_id"])["request_id"]
     assert not np.array_equal(first_day.numpy(), stored)  # shuffled within the day
+
+
+def test_grouped_requests_cover_every_exposure_once_with_fewer_requests_per_batch(recflow_store):
+    store = RecFlowStore(recflow_store)
+    plain = list(RecFlowDataModule(str(recflow_store), batch_size=128, seed=5).train_dataloader())
+    module = RecFlowDataModule(str(recflow_store), batch_size=128, seed=5, group_requests=True)
+    batches = list(module.train_dataloader())
+    assert _batch_keys(batches) == _exposure_keys(store, store.train_days)
+    # whole requests: each request's exposures are consecutive in the epoch (one run per request and day)
+    order = torch.cat([b["request_id"] for b in batches]).numpy()
+    runs = 1 + int(np.count_nonzero(np.diff(order)))
+    assert runs == len(np.unique(order))
+    assert sum(len(b["seq"]) for b in batches) < 0.6 * sum(len(b["seq"]) for b in plain)
+    requests = [b["request_id"] for b in batches if b["request_id"].numel()]
+    assert not all(bool((r[1:] >= r[:-1]).all()) for r in requests)  # requests shuffled, not in store order
 
 
 def test_deterministic_under_the_seed_and_reshuffled_per_epoch(recflow_store):

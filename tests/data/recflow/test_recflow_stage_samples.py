@@ -48,6 +48,17 @@ def test_extra_negatives_come_from_the_chosen_stages_of_their_request(store, per
         assert len(drawn) == len(set(drawn)) or per_stage is None  # rows drawn once (items may repeat in a list)
 
 
+@pytest.mark.parametrize("per_stage", [2, None])
+def test_request_of_every_sample_read_without_loading_the_day(store, per_stage):
+    # What the sampler reads to shuffle whole requests: the request row of each sample, in the day's order.
+    day = store.days[0]
+    sampler = StageExtraNegativeSampler(["rank_neg", "coarse_neg"], per_stage=per_stage)
+    data = ExtraNegativeDay(store, day, LABEL, sampler, seed=0)
+    assert np.array_equal(ExtraNegativeDay.request_rows(store, day, LABEL, sampler), data.request_row.numpy())
+    exposures = ExposureDay(store, day, LABEL)
+    assert np.array_equal(ExposureDay.request_rows(store, day, LABEL), exposures.request_row.numpy())
+
+
 def test_extra_negatives_are_deterministic_and_seeded(store):
     day = store.days[0]
     sampler = StageExtraNegativeSampler(["rank_neg"], per_stage=2)
