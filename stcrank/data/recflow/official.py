@@ -21,6 +21,7 @@ from typing import Literal
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.feather as feather
 import pyarrow.ipc as ipc
 
@@ -136,7 +137,9 @@ def _open_feather(
         if missing:
             _raise_missing(path, missing, names)
         indices = sorted(names.index(c) for c in columns)
-        return ipc.open_file(source, options=ipc.IpcReadOptions(included_fields=indices, use_threads=True))
+        # A streaming read decodes on the caller's thread (the importer reads ahead on threads of its own).
+        options = ipc.IpcReadOptions(included_fields=indices, use_threads=memory_map)
+        return ipc.open_file(source, options=options)
     except RecFlowFormatError:
         raise
     except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as v2_error:
@@ -187,21 +190,27 @@ def _open_columns(
     return (reader.get_batch(i) for i in range(reader.num_record_batches)), reader.count_rows()
 
 
-def _decode(
-    path: Path, batch: pa.RecordBatch, domains: Mapping[str, Domain], out: dict[str, np.ndarray], at: int
-) -> None:
-    """Check one record batch's columns against their domains and copy them, narrowed, into ``out`` at row ``at``."""
-    n = batch.num_rows
+def _check_batch(path: Path, batch: pa.RecordBatch | pa.Table, domains: Mapping[str, Domain]) -> None:
+    """Refuse a column of a record batch (or table) with nulls or values outside its domain."""
+    if not batch.num_rows:
+        return
     for name, domain in domains.items():
         column = batch.column(name)
         if column.null_count:
             raise RecFlowFormatError(f"{path}: column {name!r} has null values; expected integers only")
-        values = column.to_numpy()
-        if n:  # in the domain before the (unchecked) cast into the output: nothing wraps or truncates
-            low, high = int(values.min()), int(values.max())
-            if low < domain.low or high > domain.high:
-                domain.check(values, path, name)
-        out[name][at : at + n] = values
+        bounds = pc.min_max(column)  # one pass, without the GIL
+        if bounds["min"].as_py() < domain.low or bounds["max"].as_py() > domain.high:
+            domain.check(np.asarray(column), path, name)
+
+
+def _decode(
+    path: Path, batch: pa.RecordBatch, domains: Mapping[str, Domain], out: dict[str, np.ndarray], at: int
+) -> None:
+    """Check one record batch's columns against their domains and copy them, narrowed, into ``out`` at row ``at``."""
+    _check_batch(path, batch, domains)  # in the domain before the (unchecked) cast into the output: nothing wraps
+    n = batch.num_rows
+    for name in domains:
+        out[name][at : at + n] = batch.column(name).to_numpy()
 
 
 def read_feather_columns(
@@ -266,6 +275,50 @@ def iter_feather_columns(
                 pending, size = [], 0
         if pending or not yielded:
             yield _gather(path, pending, size, kinds)
+    except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as error:
+        raise RecFlowFormatError(f"{path}: cannot decode a record batch ({error}); the file is corrupt") from error
+
+
+def iter_feather_tables(
+    path: str | Path, columns: Mapping[str, ColumnKind | Domain], chunk_rows: int | None
+) -> Iterator[pa.Table]:
+    """Read integer columns of a Feather file as int64 Arrow tables, chunk by chunk, validated as when read whole.
+
+    Like :func:`iter_feather_columns` (names, types, nulls and domains are checked the same way), but the columns
+    keep the file's record batches (no copy where the file holds int64) and come out as int64, for writing on.
+
+    Args:
+        path: The Feather file.
+        columns: Columns to read, mapped to their :class:`~stcrank.data.recflow.domains.Domain` or
+            :data:`ColumnKind`.
+        chunk_rows: Rows per chunk (whole record batches are gathered until a chunk holds at least this many);
+            None reads the whole file as one table.
+
+    Yields:
+        Tables of the columns, in the order given, all int64; at least one (empty) table for an empty file.
+
+    Raises:
+        RecFlowFormatError: As :func:`read_feather_columns`.
+    """
+    path = Path(path)
+    kinds = {name: _domain(kind) for name, kind in columns.items()}
+    batches, n_rows = _open_columns(path, kinds, memory_map=chunk_rows is None)
+    limit = n_rows if chunk_rows is None else max(1, int(chunk_rows))
+    schema = pa.schema([(name, pa.int64()) for name in kinds])
+    pending: list[pa.RecordBatch] = []
+    size = 0
+    yielded = False
+    try:
+        for batch in batches:
+            _check_batch(path, batch, kinds)
+            pending.append(batch.select(list(kinds)))
+            size += batch.num_rows
+            if size >= limit:
+                yield pa.Table.from_batches(pending).cast(schema)
+                yielded = True
+                pending, size = [], 0
+        if pending or not yielded:
+            yield pa.Table.from_batches(pending, schema=None if pending else schema).cast(schema)
     except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as error:
         raise RecFlowFormatError(f"{path}: cannot decode a record batch ({error}); the file is corrupt") from error
 

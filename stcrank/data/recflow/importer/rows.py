@@ -40,7 +40,16 @@ class Accumulator:
     def observe(self, name: str, values: np.ndarray) -> None:
         """Record the largest value of ``values`` for feature ``name``."""
         if len(values):
-            self.observed_max[name] = max(self.observed_max.get(name, -1), int(values.max()))
+            self.observe_max(name, int(values.max()))
+
+    def observe_max(self, name: str, largest: int) -> None:
+        """Record ``largest`` as a value of feature ``name``."""
+        self.observed_max[name] = max(self.observed_max.get(name, -1), largest)
+
+    def merge(self, other: Accumulator) -> None:
+        """Add what another accumulator observed (one filled on another thread)."""
+        for name, largest in other.observed_max.items():
+            self.observe_max(name, largest)
 
 
 def stage_codes(columns: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

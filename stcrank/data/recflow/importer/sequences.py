@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import logging
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from stcrank.data.recflow.domains import SEQ_DOMAINS
+from stcrank.data.recflow.importer.pipeline import ReadAhead
 from stcrank.data.recflow.importer.rows import Accumulator
+from stcrank.data.recflow.importer.writing import Clock
 from stcrank.data.recflow.pickle_contents import sequence_batches
 from stcrank.data.recflow.schema import ITEM_ID_COLUMNS, SEQ_ARRAY_COLUMNS, SEQ_LEN
 
@@ -59,16 +62,30 @@ class SequenceSource:
     :class:`UnorderedSequencesError`; the day is then imported again with :class:`SpilledSequences`.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, batches: Iterator[tuple[np.ndarray, np.ndarray]] | None = None) -> None:
         self.path = path
         self.width = len(SEQ_ARRAY_COLUMNS)
-        self.batches = sequence_batches(path, SEQ_BATCH_ITEMS)
+        # the checked batches of the pickle, in file order (read ahead on a thread by the day's import)
+        self.batches = batches if batches is not None else sequence_batches(path, SEQ_BATCH_ITEMS)
         self.parts: list[tuple[np.ndarray, np.ndarray]] = []  # pulled, not yet looked up (all keys > served)
         self.max_key = np.iinfo(np.int64).min  # largest key pulled so far
         self.ordered = True  # the parts' keys are increasing, within and across parts
         self.served = np.iinfo(np.int64).min  # largest request id looked up so far
         self.found = 0
         self.unmatched = 0
+
+    @classmethod
+    def read_ahead(cls, path: Path, chunk_rows: int | None, clock: Clock) -> SequenceSource:
+        """A source whose pickle is unpickled on a thread of its own, about a chunk's requests ahead.
+
+        Args:
+            path: The pickle.
+            chunk_rows: The import's chunk (RecFlow logs about 200 stage rows a request).
+            clock: Gets the unpickling time, as ``read_pickle``.
+        """
+        depth = max(2, min(64, (chunk_rows or 0) // (200 * SEQ_BATCH_ITEMS) + 1))
+        batches = ReadAhead(lambda: sequence_batches(path, SEQ_BATCH_ITEMS), depth, clock, "read_pickle", "sequences")
+        return cls(path, batches)
 
     def _pull(self) -> bool:
         """Read the next batch into ``parts``; False at the end of the file."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -28,17 +29,32 @@ per data page so that every read detects a damaged page."""
 
 
 class Clock:
-    """Seconds spent per phase of a day's import (reported in the manifest)."""
+    """Wall and CPU seconds spent per phase of a day's import (reported in the manifest).
+
+    Phases may run on several threads at once (reading ahead, writing behind): each ``with`` block adds its wall
+    time to :attr:`seconds` and the CPU time of the thread that ran it to :attr:`cpu_seconds`, so that the CPU
+    seconds of a phase are its cost whatever ran in parallel with it.
+    """
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
+        self.cpu_seconds: dict[str, float] = {}
+        self._lock = threading.Lock()
 
     @contextlib.contextmanager
     def __call__(self, phase: str) -> Iterator[None]:
         """Time the ``with`` block as part of ``phase``."""
-        started = time.perf_counter()
-        yield
-        self.seconds[phase] = round(self.seconds.get(phase, 0.0) + time.perf_counter() - started, 3)
+        started, cpu_started = time.perf_counter(), time.thread_time()
+        try:
+            yield
+        finally:
+            self.add(phase, time.perf_counter() - started, time.thread_time() - cpu_started)
+
+    def add(self, phase: str, seconds: float, cpu_seconds: float) -> None:
+        """Add time measured elsewhere to ``phase`` (thread-safe)."""
+        with self._lock:
+            self.seconds[phase] = round(self.seconds.get(phase, 0.0) + seconds, 3)
+            self.cpu_seconds[phase] = round(self.cpu_seconds.get(phase, 0.0) + cpu_seconds, 3)
 
 
 def write_tables(partition: Path, tables: Mapping[str, pa.Table]) -> None:
@@ -61,8 +77,9 @@ class ChunkWriter:
     by tables not yet written.
     """
 
-    def __init__(self, partition: Path, backlog: int = 2) -> None:
+    def __init__(self, partition: Path, backlog: int = 2, clock: Clock | None = None) -> None:
         partition.mkdir(parents=True, exist_ok=True)
+        self.clock = clock or Clock()
         self.partition = partition
         self.writers: dict[str, pq.ParquetWriter] = {}
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parquet-writer")
@@ -70,9 +87,12 @@ class ChunkWriter:
         self.backlog = backlog
 
     def _write(self, name: str, table: pa.Table) -> None:
-        if name not in self.writers:
-            self.writers[name] = pq.ParquetWriter(self.partition / f"{name}.parquet", table.schema, **PARQUET_OPTIONS)
-        self.writers[name].write_table(table)
+        with self.clock("encode_parquet"):
+            if name not in self.writers:
+                self.writers[name] = pq.ParquetWriter(
+                    self.partition / f"{name}.parquet", table.schema, **PARQUET_OPTIONS
+                )
+            self.writers[name].write_table(table)
 
     def write(self, name: str, table: pa.Table) -> None:
         """Queue a row group of ``name``; waits while ``backlog`` writes are queued (raises a failed write's error)."""
