@@ -35,7 +35,13 @@ from stcrank.data.recflow.importer.sequences import (
 )
 from stcrank.data.recflow.importer.ubm import UbmSource, import_ubm
 from stcrank.data.recflow.importer.writing import ChunkWriter, Clock, write_tables
-from stcrank.data.recflow.official import DayFiles, feather_num_rows, iter_feather_columns, read_feather_columns
+from stcrank.data.recflow.official import (
+    Chunk,
+    DayFiles,
+    feather_num_rows,
+    iter_feather_columns,
+    read_feather_columns,
+)
 from stcrank.data.recflow.schema import STORE_STAGES
 
 logger = logging.getLogger(__name__)
@@ -196,6 +202,10 @@ def _check_ubm(files: DayFiles, stats: dict[str, Any], options: DayOptions) -> N
         )
 
 
+CARRY_ROOM = 1 << 16
+"""Rows kept free before each streamed chunk for the request carried over from the previous one."""
+
+
 class UnsortedError(Exception):
     """The rows of ``all_stage`` are not grouped by request in increasing request id order (streaming needs it)."""
 
@@ -219,8 +229,8 @@ def import_day_chunked(
     n_stage_rows = feather_num_rows(files.all_stage)
     # The next chunk of all_stage is decoded, and the next sequences unpickled, on threads of their own while this
     # one converts the current chunk; the Parquet writer encodes the previous one behind it.
-    chunks: ReadAhead[dict[str, np.ndarray]] = ReadAhead(
-        lambda: iter_feather_columns(files.all_stage, ROW_DOMAINS, options.chunk_rows),
+    chunks: ReadAhead[Chunk] = ReadAhead(
+        lambda: iter_feather_columns(files.all_stage, ROW_DOMAINS, options.chunk_rows, reserve=CARRY_ROOM),
         depth=1,
         clock=clock,
         phase="read_feather",
@@ -289,8 +299,8 @@ def import_day_chunked(
             if chunk is None:
                 break
             rows_left -= len(chunk["request_id"])
-            if carry is not None:
-                chunk = {name: np.concatenate([carry[name], chunk[name]]) for name in chunk}
+            if carry is not None:  # the request the last chunk ended in, in front of this one (not copied)
+                chunk = chunk.with_head(carry)
                 carry = None
             if rows_left <= 0:  # the file's last chunk: every request in it is complete
                 flush(chunk, np.iinfo(np.int64).max)
