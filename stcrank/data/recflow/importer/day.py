@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 
 from stcrank.data.recflow.domains import ID, ROW_DOMAINS
 from stcrank.data.recflow.importer.coverage import check_coverage
@@ -34,7 +33,7 @@ from stcrank.data.recflow.importer.sequences import (
     read_sequences,
 )
 from stcrank.data.recflow.importer.ubm import UbmSource, import_ubm
-from stcrank.data.recflow.importer.writing import ChunkWriter, Clock, write_tables
+from stcrank.data.recflow.importer.writing import ChunkWriter, Clock, store_table, write_tables
 from stcrank.data.recflow.official import (
     Chunk,
     DayFiles,
@@ -144,9 +143,9 @@ def import_day(
         corpus = read_corpus(files, np.unique(exposures["video_id"]).astype(np.int64), acc, seq_stats)
     tables = {
         "requests": requests_table(index, n_exposures, sequences, stage_count, acc),
-        "candidates": pa.table(candidates),
-        "exposures": pa.table(exposures),
-        "corpus": pa.table({"video_id": corpus}),
+        "candidates": store_table(candidates),
+        "exposures": store_table(exposures),
+        "corpus": store_table({"video_id": corpus}),
     }
     stage = candidates["stage"]
     flags = candidates["flags"]
@@ -284,7 +283,7 @@ def import_day_chunked(
                     referenced = np.union1d(referenced, _referenced(seq))
             with clock("write"):
                 writer.write("requests", requests_table(index, n_exposures, seq, stage_count, acc))
-                writer.write("candidates", pa.table(candidates))
+                writer.write("candidates", store_table(candidates))
             kill_point("chunk")
             stats.add(candidates, stage_count)
             ids_parts.append(ids)
@@ -355,7 +354,7 @@ def import_day_chunked(
     }
     _check_joins(files, result, options)
     with clock("write"):
-        write_tables(partition, {"exposures": pa.table(exposures), "corpus": pa.table({"video_id": corpus})})
+        write_tables(partition, {"exposures": store_table(exposures), "corpus": store_table({"video_id": corpus})})
     kill_point("day-tables")
     exposure_rows.clear()  # free the inputs before the UBM table
     del exposures

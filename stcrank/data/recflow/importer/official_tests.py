@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 
 from stcrank.data.recflow.domains import ROW_DOMAINS
 from stcrank.data.recflow.importer.rows import Accumulator, group_rows
-from stcrank.data.recflow.importer.writing import PARQUET_OPTIONS, Clock
+from stcrank.data.recflow.importer.writing import PARQUET_OPTIONS, Clock, store_table
 from stcrank.data.recflow.official import ReleaseLayout, feather_column_names, iter_feather_tables
 from stcrank.data.recflow.schema import OTHERS_DIR, STAGES, TEST_FILES
 
@@ -72,7 +72,8 @@ def _import_test_file(
     ids, counts = [], []
     writer: pq.ParquetWriter | None = None
     try:
-        for table in iter_feather_tables(path, {c: ROW_DOMAINS[c] for c in wanted}, chunk_rows):
+        for checked in iter_feather_tables(path, {c: ROW_DOMAINS[c] for c in wanted}, chunk_rows):
+            table = store_table(dict(zip(checked.column_names, checked.columns, strict=True)))
             if stop is not None and stop.is_set():
                 raise ImportStoppedError(str(path))
             for feature in ("user_id", "video_id"):

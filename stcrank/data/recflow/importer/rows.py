@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow as pa
 
 from stcrank.data.recflow.errors import RecFlowFormatError
+from stcrank.data.recflow.importer.writing import store_table
 from stcrank.data.recflow.official import DayFiles
 from stcrank.data.recflow.schema import (
     FEEDBACK_COLUMNS,
@@ -185,9 +186,9 @@ def requests_table(
         columns[name] = index.columns[name].astype(np.int32)
         acc.observe(name, columns[name])
     columns["n_exposures"] = n_exposures.astype(np.int32)
-    return pa.table(
+    return store_table(
         {
-            **{name: pa.array(values) for name, values in columns.items()},
+            **columns,
             **{name: fixed_lists(sequences[name]) for name in SEQ_STORE_COLUMNS},
             "stage_count": fixed_lists(stage_count),
         }
