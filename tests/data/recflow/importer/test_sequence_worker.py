@@ -10,6 +10,8 @@ import sys
 import time
 
 import numpy as np
+import pyarrow.feather as feather
+import pyarrow.parquet as pq
 import pytest
 
 from stcrank.data.recflow.errors import RecFlowFormatError
@@ -94,6 +96,38 @@ def test_the_import_through_the_worker_equals_the_import_in_process(make_release
     with pytest.raises(UnsafePickleError, match=r"seq_effective_50_dict/2024-01-14\.pkl: refused to unpickle"):
         import_recflow(src=str(release), dst=str(tmp_path / "c"), chunk_rows=97)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b", "release"]
+
+
+def test_keys_out_of_order_through_the_worker_are_spilled_and_equal(make_release, tmp_path, monkeypatch, caplog):
+    release = make_release(days=1)
+    path = release / "seq_effective_50_dict" / "2024-01-13.pkl"
+    with open(path, "rb") as file:  # a file the test generated
+        seq = pickle.load(file)
+    keys = list(seq)
+    path.write_bytes(pickle.dumps({key: seq[key] for key in reversed(keys)}))
+    all_stage = release / "all_stage" / "2024-01-13.feather"
+    feather.write_feather(feather.read_table(all_stage), str(all_stage), chunksize=29)  # several chunks
+    expected = import_recflow(src=str(release), dst=str(tmp_path / "a"), chunk_rows=None)  # whole, in process
+    monkeypatch.setattr(sequences, "WORKER_MIN_BYTES", 0)
+    monkeypatch.setattr(sequences, "SEQ_BATCH_ITEMS", 4)
+    started = []
+
+    def recorded(*args, **kwargs):
+        started.append(args[0])
+        return sequence_worker.worker_batches(*args, **kwargs)
+
+    monkeypatch.setattr(sequences, "worker_batches", recorded)
+    with caplog.at_level("INFO"):
+        got = import_recflow(src=str(release), dst=str(tmp_path / "b"), chunk_rows=97)
+    assert started == [path]  # streamed through the worker first
+    assert "spilling the sequences" in caplog.text  # the worker was stopped, the day imported again
+    if os.path.isdir("/proc"):
+        assert not _workers_reading(path)  # stopped, not left running
+    day = "2024-01-13"
+    for name in ("requests", "candidates"):
+        a, b = (tmp_path / store / "days" / day / f"{name}.parquet" for store in ("a", "b"))
+        assert pq.read_table(a).equals(pq.read_table(b)), name
+    assert got["rows"][day]["requests_without_sequence"] == expected["rows"][day]["requests_without_sequence"]
 
 
 _KILLED = """
