@@ -1,9 +1,10 @@
 """Throughput and memory of `stcrank data import-recflow` on one generated day of ~5M all_stage rows.
 
 Generates (or reuses) a synthetic release of one day in a work directory, imports it in a child process and prints
-one JSON object: rows per second over the whole import and over the day's conversion, the time of each phase, and
-the child's peak resident memory next to the size of the day as 30 int64 columns (``--load both``: the import
-idle and with a competing busy loop, and the ratio busy / idle).
+one JSON object: rows per second over the whole import and over the day's conversion, the wall and CPU time of each
+phase, the CPU seconds of the import (its sequence worker process included) per million rows, and the child's peak
+resident memory next to the size of the day as 30 int64 columns (``--load both``: the import idle and with a
+competing busy loop, and the ratio busy / idle).
 
     python benchmarks/bench_recflow_import.py [--workdir DIR] [--users 10000] [--ubm pickle|all_stage|none] [--keep]
         [--load idle|busy|both]
@@ -44,10 +45,12 @@ started = time.perf_counter()
 chunk_rows = None if sys.argv[4] == "none" else int(sys.argv[4])
 manifest = import_recflow(src=sys.argv[1], dst=sys.argv[2], overwrite=True, ubm=sys.argv[3], chunk_rows=chunk_rows)
 seconds = time.perf_counter() - started
+own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
 print(json.dumps({
     "seconds": seconds,
+    "cpu_seconds": own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime,
     "manifest": manifest,
-    "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    "peak_rss_mb": own.ru_maxrss / 1024,
     "arrow_pool_peak_mb": pa.default_memory_pool().max_memory() / 2**20,
 }))
 """
@@ -101,6 +104,9 @@ def main() -> None:
                 rows["all_stage"] / (rows["seconds"] - rows["phase_seconds"].get("ubm", 0))
             ),
             "phase_seconds": rows["phase_seconds"],
+            "phase_cpu_seconds": rows.get("phase_cpu_seconds"),
+            "cpu_seconds": round(child["cpu_seconds"], 2),
+            "cpu_seconds_per_million_rows": round(child["cpu_seconds"] / rows["all_stage"] * 1e6, 3),
             "peak_rss_mb": round(child["peak_rss_mb"], 1),
             "arrow_pool_peak_mb": round(child["arrow_pool_peak_mb"], 1),
             "day_as_int64_mb": round(rows["all_stage"] * 30 * 8 / 2**20, 1),

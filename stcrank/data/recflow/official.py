@@ -21,6 +21,7 @@ from typing import Literal
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.feather as feather
 import pyarrow.ipc as ipc
 
@@ -136,7 +137,9 @@ def _open_feather(
         if missing:
             _raise_missing(path, missing, names)
         indices = sorted(names.index(c) for c in columns)
-        return ipc.open_file(source, options=ipc.IpcReadOptions(included_fields=indices, use_threads=True))
+        # A streaming read decodes on the caller's thread (the importer reads ahead on threads of its own).
+        options = ipc.IpcReadOptions(included_fields=indices, use_threads=memory_map)
+        return ipc.open_file(source, options=options)
     except RecFlowFormatError:
         raise
     except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as v2_error:
@@ -187,21 +190,27 @@ def _open_columns(
     return (reader.get_batch(i) for i in range(reader.num_record_batches)), reader.count_rows()
 
 
-def _decode(
-    path: Path, batch: pa.RecordBatch, domains: Mapping[str, Domain], out: dict[str, np.ndarray], at: int
-) -> None:
-    """Check one record batch's columns against their domains and copy them, narrowed, into ``out`` at row ``at``."""
-    n = batch.num_rows
+def _check_batch(path: Path, batch: pa.RecordBatch | pa.Table, domains: Mapping[str, Domain]) -> None:
+    """Refuse a column of a record batch (or table) with nulls or values outside its domain."""
+    if not batch.num_rows:
+        return
     for name, domain in domains.items():
         column = batch.column(name)
         if column.null_count:
             raise RecFlowFormatError(f"{path}: column {name!r} has null values; expected integers only")
-        values = column.to_numpy()
-        if n:  # in the domain before the (unchecked) cast into the output: nothing wraps or truncates
-            low, high = int(values.min()), int(values.max())
-            if low < domain.low or high > domain.high:
-                domain.check(values, path, name)
-        out[name][at : at + n] = values
+        bounds = pc.min_max(column)  # one pass, without the GIL
+        if bounds["min"].as_py() < domain.low or bounds["max"].as_py() > domain.high:
+            domain.check(np.asarray(column), path, name)
+
+
+def _decode(
+    path: Path, batch: pa.RecordBatch, domains: Mapping[str, Domain], out: dict[str, np.ndarray], at: int
+) -> None:
+    """Check one record batch's columns against their domains and copy them, narrowed, into ``out`` at row ``at``."""
+    _check_batch(path, batch, domains)  # in the domain before the (unchecked) cast into the output: nothing wraps
+    n = batch.num_rows
+    for name in domains:
+        out[name][at : at + n] = batch.column(name).to_numpy()
 
 
 def read_feather_columns(
@@ -229,18 +238,23 @@ def read_feather_columns(
 
 
 def iter_feather_columns(
-    path: str | Path, columns: Sequence[str] | Mapping[str, ColumnKind | Domain], chunk_rows: int | None
+    path: str | Path,
+    columns: Sequence[str] | Mapping[str, ColumnKind | Domain],
+    chunk_rows: int | None,
+    reserve: int = 0,
 ) -> Iterator[dict[str, np.ndarray]]:
     """Read integer columns of a Feather file chunk by chunk (whole record batches), validated as when read whole.
 
-    Memory is bounded by a chunk: the file is memory-mapped and each record batch is decoded once, into the
-    chunk's narrowed arrays.
+    Memory is bounded by a chunk: each record batch is decoded, checked and copied, narrowed, into the chunk's
+    arrays before the next one is read, so only one record batch ever exists as int64.
 
     Args:
         path: The Feather file.
         columns: Columns to read (see :func:`read_feather_columns`).
         chunk_rows: Rows per chunk: record batches are gathered until a chunk holds at least this many rows
             (a chunk is larger only by less than one record batch); None reads the whole file as one chunk.
+        reserve: Free rows to leave before each chunk's arrays, so that :func:`prepend_rows` can put up to that
+            many rows in front of a chunk without copying it.
 
     Yields:
         Column name -> 1-D integer array, one dict per chunk; at least one (empty) chunk for an empty file.
@@ -253,32 +267,106 @@ def iter_feather_columns(
     kinds = {name: _domain(kind) for name, kind in named}
     batches, n_rows = _open_columns(path, kinds, memory_map=chunk_rows is None)
     limit = n_rows if chunk_rows is None else max(1, int(chunk_rows))
+    out: dict[str, np.ndarray] = {}
+    at = reserve  # the chunk's rows so far end here, after the reserved ones
+    yielded = False
+    try:
+        for batch in batches:
+            n = batch.num_rows
+            if not out:  # a chunk ends less than one record batch past the limit: sized by its first batch
+                out = _grown({}, kinds, max(reserve + limit + (0 if chunk_rows is None else n), at + n), at)
+            elif at + n > len(out[next(iter(kinds))]):  # a larger record batch than the first
+                out = _grown(out, kinds, 2 * (at + n), at)
+            _decode(path, batch, kinds, out, at)
+            at += n
+            if at - reserve >= limit:
+                yield Chunk(out, reserve, at)
+                yielded = True
+                out, at = {}, reserve
+        if at > reserve or not yielded:
+            yield Chunk(out or _grown({}, kinds, reserve, reserve), reserve, at)
+    except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as error:
+        raise RecFlowFormatError(f"{path}: cannot decode a record batch ({error}); the file is corrupt") from error
+
+
+class Chunk(dict):
+    """The columns of a chunk of rows (name -> array), each preceded in its buffer by ``room`` free rows.
+
+    Args:
+        buffers: Column name -> buffer holding the free rows, then the chunk's rows.
+        room: Free rows at the start of each buffer.
+        end: Where the chunk's rows end in the buffers.
+    """
+
+    def __init__(self, buffers: Mapping[str, np.ndarray], room: int, end: int) -> None:
+        super().__init__({name: values[room:end] for name, values in buffers.items()})
+        self.room = room
+        self._buffers = dict(buffers)
+
+    def with_head(self, head: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The rows of ``head`` followed by the chunk's: copied into the free rows if they fit, else concatenated."""
+        m = len(next(iter(head.values()))) if head else 0
+        if m > self.room:
+            return {name: np.concatenate([head[name], values]) for name, values in self.items()}
+        out: dict[str, np.ndarray] = {}
+        for name, values in self.items():
+            joined = self._buffers[name][self.room - m : self.room + len(values)]
+            joined[:m] = head[name]
+            out[name] = joined
+        self.room -= m
+        return out
+
+
+def _grown(out: dict[str, np.ndarray], kinds: Mapping[str, Domain], capacity: int, used: int) -> dict[str, np.ndarray]:
+    """Arrays of ``capacity`` rows per column, holding the ``used`` first rows of ``out`` (if any)."""
+    grown = {name: np.empty(capacity, dtype=domain.dtype) for name, domain in kinds.items()}
+    for name, values in out.items():
+        grown[name][:used] = values[:used]
+    return grown
+
+
+def iter_feather_tables(
+    path: str | Path, columns: Mapping[str, ColumnKind | Domain], chunk_rows: int | None
+) -> Iterator[pa.Table]:
+    """Read integer columns of a Feather file as int64 Arrow tables, chunk by chunk, validated as when read whole.
+
+    Like :func:`iter_feather_columns` (names, types, nulls and domains are checked the same way), but the columns
+    keep the file's record batches (no copy where the file holds int64) and come out as int64, for writing on.
+
+    Args:
+        path: The Feather file.
+        columns: Columns to read, mapped to their :class:`~stcrank.data.recflow.domains.Domain` or
+            :data:`ColumnKind`.
+        chunk_rows: Rows per chunk (whole record batches are gathered until a chunk holds at least this many);
+            None reads the whole file as one table.
+
+    Yields:
+        Tables of the columns, in the order given, all int64; at least one (empty) table for an empty file.
+
+    Raises:
+        RecFlowFormatError: As :func:`read_feather_columns`.
+    """
+    path = Path(path)
+    kinds = {name: _domain(kind) for name, kind in columns.items()}
+    batches, n_rows = _open_columns(path, kinds, memory_map=chunk_rows is None)
+    limit = n_rows if chunk_rows is None else max(1, int(chunk_rows))
+    schema = pa.schema([(name, pa.int64()) for name in kinds])
     pending: list[pa.RecordBatch] = []
     size = 0
     yielded = False
     try:
         for batch in batches:
-            pending.append(batch)
+            _check_batch(path, batch, kinds)
+            pending.append(batch.select(list(kinds)))
             size += batch.num_rows
             if size >= limit:
-                yield _gather(path, pending, size, kinds)
+                yield pa.Table.from_batches(pending).cast(schema)
                 yielded = True
                 pending, size = [], 0
         if pending or not yielded:
-            yield _gather(path, pending, size, kinds)
+            yield pa.Table.from_batches(pending, schema=None if pending else schema).cast(schema)
     except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as error:
         raise RecFlowFormatError(f"{path}: cannot decode a record batch ({error}); the file is corrupt") from error
-
-
-def _gather(
-    path: Path, batches: list[pa.RecordBatch], n_rows: int, kinds: Mapping[str, Domain]
-) -> dict[str, np.ndarray]:
-    out = {name: np.empty(n_rows, dtype=domain.dtype) for name, domain in kinds.items()}
-    at = 0
-    for batch in batches:
-        _decode(path, batch, kinds, out, at)
-        at += batch.num_rows
-    return out
 
 
 def feather_column_names(path: str | Path) -> list[str]:

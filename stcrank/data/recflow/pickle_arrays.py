@@ -9,6 +9,11 @@ would have had (the same memo entries, charges and checks, through the same
 :mod:`~stcrank.data.recflow.pickle_builders`). Anything else (another layout, a memo reference to an entry the
 sequence itself stores, a payload past the buffer) returns None and the reader interprets the instructions one
 by one, so this is a shortcut, never a second interpretation of the format.
+
+:func:`read_array_items` goes one step further for the dicts of arrays RecFlow pickles are (request id -> array):
+inside a batch of a dict's items it reads one ``int key, array`` item after the other without going back to the
+reader's instruction loop, with the same effects per item (the key pushed and charged as its instruction would
+be, the array through :func:`read_reconstruct`), and stops at the first item of another form.
 """
 
 from __future__ import annotations
@@ -25,8 +30,10 @@ from stcrank.data.recflow.pickle_builders import (
     Global,
     PickleContentError,
     PickleFormatError,
+    build_empty_array,
     make_array,
 )
+from stcrank.data.recflow.pickle_input import BLOCK
 
 if TYPE_CHECKING:
     from stcrank.data.recflow.pickle_reader import PickleReader
@@ -63,6 +70,18 @@ RECONSTRUCT = re.compile(
 RECONSTRUCT_TAIL = re.compile(_P + rb"t" + _P + rb"b", re.DOTALL)
 """After the raw data: its memo entry, the state tuple, its memo entry, ``BUILD``."""
 
+_NOOPS = rb"(?:\x95.{8}|\x80[\x00-\x05])*"  # FRAME, and PROTO of a known protocol: no effect on the reader
+ITEM = re.compile(
+    _NOOPS
+    + rb"(?:J(.{4})|K(.)|M(..)|\x8a(\x01.|\x02.{2}|\x03.{3}|\x04.{4}|\x05.{5}|\x06.{6}|\x07.{7}|\x08.{8}))"
+    + _NOOPS
+    + rb"(?:h(.)|j(.{4}))",
+    re.DOTALL,
+)
+"""The start of a dict item ``int key -> array``: the key (``BININT1``, ``BININT2``, ``BININT`` or ``LONG1`` of up
+to 8 bytes) and the reference to numpy's ``_reconstruct`` (frames and protocol marks may come between)."""
+_REFILL = 1 << 16  # bytes left in the block under which a run of items reads the next block first
+
 FROMBUFFER = re.compile(rb"\(" + _BYTES, re.DOTALL)
 """A protocol 5 array after the reference to ``_frombuffer``, up to its raw data."""
 FROMBUFFER_TAIL = re.compile(
@@ -76,6 +95,7 @@ _I32 = struct.Struct("<i").unpack_from
 _U32 = struct.Struct("<I").unpack_from
 _U64 = struct.Struct("<Q").unpack_from
 _MEMOIZE = -1
+_LONG_BINPUTS = {k: struct.Struct("<" + "xI" * k).unpack for k in (6, 7)}  # the indices of k LONG_BINPUTs
 
 
 def _get(short: bytes | None, long: bytes | None) -> int:
@@ -148,6 +168,24 @@ class _Stores:
         return self.count
 
 
+def _count_stores(memo: dict[int, Any], count: int, puts: tuple[bytes, ...]) -> tuple[list[int], int]:
+    """The memo indices a sequence of ``PUT``/``MEMOIZE`` stores to, and the memo count after them.
+
+    As the reader counts: ``MEMOIZE`` takes the count as its index, a ``PUT`` to a new index adds one to it.
+    """
+    written: list[int] = []
+    for put in puts:
+        if len(put) == 1:
+            written.append(count)
+            count += 1
+        else:
+            index = put[1] if len(put) == 2 else _U32(put, 1)[0]
+            if index not in memo and index not in written:
+                count += 1
+            written.append(index)
+    return written, count
+
+
 def _fits(reader: PickleReader, memo: dict[int, Any], new: int) -> bool:
     """Whether ``new`` more memo entries stay under the reader's cap (else the instructions raise the error)."""
     return len(memo) + new <= reader.memo_limit
@@ -187,17 +225,21 @@ def read_reconstruct(
     if puts.count(b"\x94") == len(puts):  # protocol 4: memoized in order
         written: list[int] | range = range(count, count + len(puts))
         count += len(puts)
+    elif b"\x94" not in puts:  # protocols 0 to 3: explicit indices, usually distinct
+        stores = b"".join(puts)
+        k = len(puts)
+        if len(stores) == 2 * k:  # all BINPUT
+            written = list(stores[1::2])
+        elif len(stores) == 5 * k:  # all LONG_BINPUT
+            written = list(_LONG_BINPUTS[k](stores))
+        else:
+            written = [put[1] if len(put) == 2 else _U32(put, 1)[0] for put in puts]
+        if len(set(written)) == k:  # distinct: each index not yet in the memo adds one to the count
+            count += k - len(memo.keys() & written)
+        else:
+            count = _count_stores(memo, count, puts)[1]
     else:
-        written = []
-        for put in puts:
-            if len(put) == 1:
-                written.append(count)
-                count += 1
-            else:
-                index = put[1] if len(put) == 2 else _U32(put, 1)[0]
-                if index not in memo and index not in written:
-                    count += 1
-                written.append(index)
+        written, count = _count_stores(memo, count, puts)
     # the references it makes must not be to what it stores itself (the instructions would then read those)
     if not inline_b:
         b_index = b_get[1] if len(b_get) == 2 else _U32(b_get, 1)[0]
@@ -220,11 +262,14 @@ def read_reconstruct(
     if reader.charged > reader.limit:
         reader._charge(0, at)
     raw = buf[start:stop]
-    order = "F" if fortran == b"\x88" else "C"
     origin = ("bytes", reader.source.base + start, n)
-    slot = ArraySlot(
-        frombuffer(raw, dtype=dtype.dtype).reshape(shape, order=order), (origin, dtype.dtype, shape, order)
-    )
+    if fortran == b"\x88":
+        order = "F"
+        array = frombuffer(raw, dtype.dtype).reshape(shape, order="F")
+    else:
+        order = "C"
+        array = frombuffer(raw, dtype.dtype).reshape(shape)
+    slot = ArraySlot(array, (origin, dtype.dtype, shape, order))
     zero = (0,)
     values = (
         (zero, b"b", (ndarray, zero, b"b"), slot, shape, raw, (1, shape, dtype, order == "F", raw))
@@ -285,3 +330,55 @@ def read_frombuffer(
     args = (raw, dtype, shape, order)
     values: list[Any] = [raw, shape, *([order] if inline_order else []), args, slot]
     return slot, tail.end(), stores.apply(values)
+
+
+def read_array_items(
+    reader: PickleReader, buf: bytes, pos: int, end: int, memo: dict[int, Any], count: int, stack: list[Any]
+) -> tuple[bytes, int, int, int]:
+    """Read the ``int key -> array`` items that follow ``pos`` in a batch of a dict's items, pushing them.
+
+    Each item has exactly the effects its instructions have: the key is pushed and charged as ``BININT1``,
+    ``BININT2``, ``BININT`` or ``LONG1`` would push and charge it, then the array is read by
+    :func:`read_reconstruct` (same checks, charges and memo entries) and pushed. The first item of another form (or
+    whose array :func:`read_reconstruct` leaves to the instructions) ends the run, untouched, for the reader's
+    instruction loop. Blocks are read on as the items need them.
+
+    Returns:
+        ``(block, position, end of block, memo count)`` after the items read.
+    """
+    source = reader.source
+    unpack_i32, unpack_u16, unpack_u32 = _I32, _U16, _U32
+    match_item = ITEM.match
+    while True:
+        if end - pos < _REFILL and source.base + end < source.size:
+            buf = source.fill(buf, pos, BLOCK)
+            pos, end = 0, len(buf)
+        item = match_item(buf, pos)
+        if item is None:
+            break
+        binint, binint1, binint2, long1, get1, get4 = item.groups()
+        function = memo.get(get1[0] if get1 is not None else unpack_u32(get4)[0])
+        if type(function) is not Global or function.build is not build_empty_array:
+            break
+        if binint is not None:
+            key, charge = unpack_i32(binint)[0], 32
+        elif binint1 is not None:
+            key, charge = binint1[0], 0
+        elif binint2 is not None:
+            key, charge = unpack_u16(binint2)[0], 32
+        else:
+            key, charge = int.from_bytes(long1[1:], "little", signed=True), long1[0] + 40
+        get_at = source.base + item.end() - (2 if get1 is not None else 5)
+        if charge:
+            reader.charged += charge
+            if reader.charged > reader.limit:  # the key's instruction refuses it
+                reader.charged -= charge
+                reader._charge(charge, source.base + item.start(1 if binint else 3 if binint2 else 4) - 1)
+        fast = read_reconstruct(reader, buf, item.end(), end, memo, count, get_at)
+        if fast is None:
+            reader.charged -= charge
+            break
+        slot, pos, count = fast
+        stack.append(key)
+        stack.append(slot)
+    return buf, pos, end, count

@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from stcrank.data.recflow.pickle_arrays import read_frombuffer, read_reconstruct
+from stcrank.data.recflow.pickle_arrays import read_array_items, read_frombuffer, read_reconstruct
 from stcrank.data.recflow.pickle_builders import (
     BUILDERS,
     ArraySlot,
@@ -337,6 +337,8 @@ class PickleReader:
                     if fast is not None:
                         slot, pos, memo_count = fast
                         stack.append(slot)
+                        if sink is not None and marks == [1] and stack[0] is sink and len(stack) % 2:
+                            buf, pos, end, memo_count = read_array_items(self, buf, pos, end, memo, memo_count, stack)
                         continue
                 kind = type(obj)
                 if kind in _UNCHARGED or ((kind is str or kind is bytes) and len(obj) <= _SMALL):
@@ -384,6 +386,8 @@ class PickleReader:
                 continue
             if op == 0x28:  # MARK
                 marks.append(len(stack))
+                if sink is not None and len(stack) == 1 and stack[0] is sink:  # a batch of the top-level dict's items
+                    buf, pos, end, memo_count = read_array_items(self, buf, pos, end, memo, memo_count, stack)
                 continue
             if op in (0x42, 0x43, 0x8E, 0x96):  # BINBYTES, SHORT_BINBYTES, BINBYTES8, BYTEARRAY8
                 if op == 0x43:  # SHORT_BINBYTES
@@ -428,6 +432,8 @@ class PickleReader:
                         )
                 except PickleContentError as error:
                     raise PickleFormatError(f"holds {error} at byte {at}", at) from None
+                if sink is not None and marks == [1] and stack[0] is sink and len(stack) % 2:  # an item ended
+                    buf, pos, end, memo_count = read_array_items(self, buf, pos, end, memo, memo_count, stack)
                 continue
             if op == 0x74:  # TUPLE
                 values = _pop_mark(stack, marks, at)

@@ -52,12 +52,14 @@ class UnsafePickleError(RecFlowFormatError, pickle.UnpicklingError):
         path: The file (or ``"<bytes>"``).
         module: Module of the refused global (``"<opcode>"`` for an instruction).
         name: Name of the refused global, or what the instruction does.
+        offset: The byte of the file where it was found, if known.
     """
 
     def __init__(self, path: str, module: str, name: str, offset: int | None = None) -> None:
         self.path = path
         self.module = module
         self.name = name
+        self.offset = offset
         where = f" at byte {offset}" if offset is not None else ""
         super().__init__(
             f"{path}: refused to unpickle {module}.{name}{where}: RecFlow pickles may only hold dicts, ints and numpy "

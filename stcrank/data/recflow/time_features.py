@@ -14,8 +14,6 @@ UTC_OFFSET_SECONDS = 8 * 3600
 
 _SECONDS_PER_DAY = 86_400
 _EPOCH_WEEKDAY = 3  # 1970-01-01 was a Thursday; Monday is 0 as in time.struct_time.tm_wday
-_HOUR_OF_MINUTE = (np.arange(1440) // 60).astype(np.int8)
-_MINUTE_OF_MINUTE = (np.arange(1440) % 60).astype(np.int8)
 
 
 def time_codes(seconds: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -30,11 +28,19 @@ def time_codes(seconds: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]
         +1 together with every id, so that 0 is padding.
     """
     local = np.asarray(seconds, dtype=np.int64) + UTC_OFFSET_SECONDS
-    days = np.floor_divide(local, _SECONDS_PER_DAY)
-    minute_of_day = ((local - days * _SECONDS_PER_DAY) // 60).astype(np.int16)
-    # Lookup tables instead of further divisions: these arrays are a day's worth of rows.
-    wday = ((days + _EPOCH_WEEKDAY) % 7).astype(np.int8)
-    return wday, _HOUR_OF_MINUTE[minute_of_day], _MINUTE_OF_MINUTE[minute_of_day]
+    # These arrays are a day's worth of rows: divisions by constants (numpy divides by a scalar fast), in place
+    # where it can, instead of modulo operations and table lookups.
+    days = local // _SECONDS_PER_DAY
+    local -= days * _SECONDS_PER_DAY  # the second of the day
+    minute = local.astype(np.int32)
+    minute //= 60  # the minute of the day
+    hour = minute // 60
+    minute -= hour * 60
+    days += _EPOCH_WEEKDAY
+    weeks = days // 7
+    weeks *= 7
+    days -= weeks
+    return days.astype(np.int8), hour.astype(np.int8), minute.astype(np.int8)
 
 
 def day_start_seconds(date_ordinal_days: int) -> int:

@@ -4,7 +4,13 @@ import pyarrow.feather as feather
 import pytest
 
 from stcrank.data.recflow.errors import RecFlowFormatError
-from stcrank.data.recflow.official import ReleaseLayout, feather_column_names, read_feather_columns
+from stcrank.data.recflow.official import (
+    ReleaseLayout,
+    feather_column_names,
+    iter_feather_columns,
+    iter_feather_tables,
+    read_feather_columns,
+)
 
 
 def _write(path, columns, **options):
@@ -75,3 +81,34 @@ def test_layout_finds_days_gaps_and_both_test_file_names(tmp_path):
     assert layout.test_file("rank_test") is None
     with pytest.raises(RecFlowFormatError, match="no such directory"):
         ReleaseLayout(tmp_path / "nowhere")
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 3, 7, 10, 100, None])
+def test_chunks_of_uneven_record_batches_hold_every_row_once(tmp_path, chunk_rows):
+    ids = np.arange(23)
+    path = tmp_path / "a.feather"
+    bounds = ((0, 2), (2, 11), (11, 11), (11, 23))
+    batches = [pa.record_batch({"id": ids[a:b], "flag": ids[a:b] % 2}) for a, b in bounds]
+    with pa.ipc.new_file(str(path), batches[0].schema) as writer:  # record batches of 2, 9, 0 and 12 rows
+        for batch in batches:
+            writer.write_batch(batch)
+    chunks = list(iter_feather_columns(path, {"id": "id", "flag": "binary"}, chunk_rows, reserve=4))
+    assert np.concatenate([c["id"] for c in chunks]).tolist() == ids.tolist()
+    assert all(c["flag"].dtype == np.int8 and c["id"].dtype == np.int32 for c in chunks)
+    if chunk_rows is not None:  # at least chunk_rows rows, but for the last; less than a record batch more
+        assert all(len(c["id"]) >= chunk_rows for c in chunks[:-1])
+        assert all(len(c["id"]) < chunk_rows + 12 for c in chunks)
+    tables = list(iter_feather_tables(path, {"flag": "binary", "id": "id"}, chunk_rows))
+    assert [t.num_rows for t in tables] == [len(c["id"]) for c in chunks]
+    assert all(t.schema.names == ["flag", "id"] and t.schema.types == [pa.int64()] * 2 for t in tables)
+
+
+def test_a_chunk_takes_rows_in_front_without_a_copy_when_they_fit(tmp_path):
+    path = _write(tmp_path / "a.feather", {"id": np.arange(10, 20)}, chunksize=5)
+    first, second = iter_feather_columns(path, {"id": "id"}, 5, reserve=3)
+    joined = second.with_head({"id": first["id"][-2:]})
+    assert joined["id"].tolist() == [13, 14, *range(15, 20)]
+    assert np.shares_memory(joined["id"], second["id"])  # written into the free rows before the chunk
+    assert first["id"].tolist() == list(range(10, 15))  # the head's own rows are untouched
+    big = second.with_head({"id": np.arange(2)})  # only one free row left: concatenated
+    assert big["id"].tolist() == [0, 1, *range(15, 20)] and not np.shares_memory(big["id"], second["id"])

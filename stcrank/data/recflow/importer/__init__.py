@@ -17,8 +17,10 @@ gives the same store as a clean import. ``all_stage`` is streamed in chunks of `
 straddling two chunks is carried over whole) and written as Parquet row groups, so memory is bounded by the chunk
 plus per-request and per-exposure arrays (``docs/data_formats.md`` lists them); a day whose rows are not grouped
 by increasing request id is read whole. Pickles are streamed through stcrank's own pickle reader (the sequence
-dict a chunk of requests at a time), every value is checked against its column's domain, every join of a day's
-files is counted, and nothing goes through pandas.
+dict a chunk of requests at a time, in a worker process for a large day), every value is checked against its
+column's domain, every join of a day's files is counted, and nothing goes through pandas. A day's stages (decoding
+the next chunk, unpickling the sequences, converting the current chunk, writing the last one) run side by side,
+and the official test files are copied and each day's files hashed beside the days.
 
 IDs stay raw and 0-based in the store; the batch collate shifts every id by +1 so that 0 is padding. Time codes
 (weekday, hour, minute) are computed in UTC+8, never in the host's timezone.
@@ -28,7 +30,9 @@ Modules, one job each: :mod:`~stcrank.data.recflow.importer.command` (the comman
 into columns), :mod:`~stcrank.data.recflow.importer.sequences` and :mod:`~stcrank.data.recflow.importer.ubm`
 (the pickles' joins), :mod:`~stcrank.data.recflow.importer.writing` (Parquet),
 :mod:`~stcrank.data.recflow.importer.destination` (the store directory and atomic commits),
-:mod:`~stcrank.data.recflow.importer.coverage` (the joins' checks), :mod:`~stcrank.data.recflow.importer.sizes`,
+:mod:`~stcrank.data.recflow.importer.coverage` (the joins' checks), :mod:`~stcrank.data.recflow.importer.pipeline`
+(stages read ahead on threads), :mod:`~stcrank.data.recflow.importer.sequence_worker` (the sequence pickle in a
+worker process), :mod:`~stcrank.data.recflow.importer.sizes`,
 :mod:`~stcrank.data.recflow.importer.official_tests` and :mod:`~stcrank.data.recflow.importer.killpoints` (a test
 hook).
 """

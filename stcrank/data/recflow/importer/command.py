@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,6 +18,7 @@ from stcrank.data.recflow.importer.official_tests import import_official_tests
 from stcrank.data.recflow.importer.rows import Accumulator
 from stcrank.data.recflow.importer.sizes import feature_sizes, read_id_cnt
 from stcrank.data.recflow.importer.ubm import UbmSource
+from stcrank.data.recflow.importer.writing import Clock
 from stcrank.data.recflow.integrity import describe_files
 from stcrank.data.recflow.official import ReleaseLayout, feather_num_rows
 from stcrank.data.recflow.schema import (
@@ -34,6 +37,12 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_CHUNK_ROWS = 2_000_000
 """Default ``all_stage`` rows per chunk of a streamed import."""
+
+
+def _describe(clock: Clock, root: Path, folder: Path) -> dict[str, dict[str, Any]]:
+    """The manifest entries (rows, bytes, SHA-256) of a folder's Parquet files, timed as ``checksums``."""
+    with clock("checksums"):
+        return describe_files(root, folder)
 
 
 def _check_options(chunk_rows: int | None, ubm: str, min_join_coverage: float) -> None:
@@ -172,22 +181,43 @@ def _import_days(
     with StoreDestination(dst, layout.root, overwrite) as destination:
         id_cnt = read_id_cnt(layout)
         acc = Accumulator()
+        clock = Clock()
         rows: dict[str, Any] = {}
         files: dict[str, dict[str, Any]] = {}
         written: list[Path] = []  # partitions of this import, the only ones a derived UBM table reads
-        for date in chosen:
-            day_started = time.perf_counter()
-            partition = destination.partition(date)
-            rows[date] = import_one_day(layout.day(date), partition, acc, options, written)
-            files.update(describe_files(destination.root, partition))
-            written.append(partition)
-            rows[date]["seconds"] = round(time.perf_counter() - day_started, 3)
-            logger.info(
-                "import-recflow: %s: %d stage rows in %.1fs", date, rows[date]["all_stage"], rows[date]["seconds"]
-            )
-            kill_point("day-committed")
-        official_tests = import_official_tests(layout, destination.root, acc, chunk_rows)
-        files.update(describe_files(destination.root, destination.root / OTHERS_DIR))
+        # The official test files depend on no day, and a day's files are hashed once written: both run on
+        # threads beside the days (the thread of the test files stops early if a day fails).
+        tests_acc = Accumulator()
+        stop = threading.Event()
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="import-background") as background:
+            try:
+                tests = background.submit(
+                    import_official_tests, layout, destination.root, tests_acc, chunk_rows, clock, stop
+                )
+                described: list[Future[dict[str, dict[str, Any]]]] = []
+                for date in chosen:
+                    day_started = time.perf_counter()
+                    partition = destination.partition(date)
+                    rows[date] = import_one_day(layout.day(date), partition, acc, options, written)
+                    described.append(background.submit(_describe, clock, destination.root, partition))
+                    written.append(partition)
+                    rows[date]["seconds"] = round(time.perf_counter() - day_started, 3)
+                    logger.info(
+                        "import-recflow: %s: %d stage rows in %.1fs",
+                        date,
+                        rows[date]["all_stage"],
+                        rows[date]["seconds"],
+                    )
+                    kill_point("day-committed")
+                with clock("wait_background"):
+                    official_tests = tests.result()
+                    for future in described:
+                        files.update(future.result())
+            except BaseException:
+                stop.set()
+                raise
+        acc.merge(tests_acc)
+        files.update(_describe(clock, destination.root, destination.root / OTHERS_DIR))
         kill_point("official-tests")
         totals = {
             key: sum(r[key] for r in rows.values())
@@ -215,6 +245,8 @@ def _import_days(
             "rows": rows,
             "totals": totals,
             "seconds": round(time.perf_counter() - started, 3),
+            "phase_seconds": clock.seconds,
+            "phase_cpu_seconds": clock.cpu_seconds,
         }
         destination.commit(manifest)
     return manifest

@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 
 from stcrank.data.recflow.domains import ID, ROW_DOMAINS
 from stcrank.data.recflow.importer.coverage import check_coverage
 from stcrank.data.recflow.importer.killpoints import kill_point
+from stcrank.data.recflow.importer.pipeline import ReadAhead
 from stcrank.data.recflow.importer.rows import (
     UNFLAGGED,
     Accumulator,
@@ -33,8 +33,14 @@ from stcrank.data.recflow.importer.sequences import (
     read_sequences,
 )
 from stcrank.data.recflow.importer.ubm import UbmSource, import_ubm
-from stcrank.data.recflow.importer.writing import ChunkWriter, Clock, write_tables
-from stcrank.data.recflow.official import DayFiles, iter_feather_columns, read_feather_columns
+from stcrank.data.recflow.importer.writing import ChunkWriter, Clock, store_table, write_tables
+from stcrank.data.recflow.official import (
+    Chunk,
+    DayFiles,
+    feather_num_rows,
+    iter_feather_columns,
+    read_feather_columns,
+)
 from stcrank.data.recflow.schema import STORE_STAGES
 
 logger = logging.getLogger(__name__)
@@ -137,9 +143,9 @@ def import_day(
         corpus = read_corpus(files, np.unique(exposures["video_id"]).astype(np.int64), acc, seq_stats)
     tables = {
         "requests": requests_table(index, n_exposures, sequences, stage_count, acc),
-        "candidates": pa.table(candidates),
-        "exposures": pa.table(exposures),
-        "corpus": pa.table({"video_id": corpus}),
+        "candidates": store_table(candidates),
+        "exposures": store_table(exposures),
+        "corpus": store_table({"video_id": corpus}),
     }
     stage = candidates["stage"]
     flags = candidates["flags"]
@@ -169,6 +175,7 @@ def import_day(
     import_ubm(files, partition, acc, options.ubm, referenced, previous, clock, stats)
     _check_ubm(files, stats, options)
     stats["phase_seconds"] = clock.seconds
+    stats["phase_cpu_seconds"] = clock.cpu_seconds
     return stats
 
 
@@ -194,6 +201,10 @@ def _check_ubm(files: DayFiles, stats: dict[str, Any], options: DayOptions) -> N
         )
 
 
+CARRY_ROOM = 1 << 16
+"""Rows kept free before each streamed chunk for the request carried over from the previous one."""
+
+
 class UnsortedError(Exception):
     """The rows of ``all_stage`` are not grouped by request in increasing request id order (streaming needs it)."""
 
@@ -214,84 +225,103 @@ def import_day_chunked(
     are not in request id order and ``spill`` is False; the caller then imports the day again with ``spill``.
     """
     clock = Clock()
-    with clock("read_feather"):
-        exposure_rows = read_feather_columns(files.realshow, ROW_DOMAINS)  # exposures: ~2% of the stage rows
-    exp_id = exposure_rows["request_id"]
-    with clock("sequences"):
-        sequences = (
-            SpilledSequences(files.seq_effective_50_dict, partition / ".sequences")
-            if spill
-            else SequenceSource(files.seq_effective_50_dict)
-        )
-    writer = ChunkWriter(partition)
-    stats = DayStats()
-    ids_parts: list[np.ndarray] = []
-    referenced = np.zeros(0, dtype=np.int64)
-    last = np.iinfo(np.int64).min
-    exposure_only = 0  # requests of realshow without a row in all_stage
-
-    def flush(rows: dict[str, np.ndarray], upper: int) -> None:
-        """Write the requests of ``rows`` (complete) and the realshow-only requests up to id ``upper``."""
-        nonlocal last, referenced, exposure_only
-        with clock("index"):
-            starts, run_ids, run_len = group_rows(rows["request_id"])
-            if len(run_ids) and (run_ids[0] <= last or np.any(run_ids[1:] <= run_ids[:-1])):
-                raise UnsortedError
-            in_range = (exp_id > last) & (exp_id <= upper)
-            exposure_part = {name: values[in_range] for name, values in exposure_rows.items()}
-            exp_starts, exp_run_ids, exp_run_len = group_rows(exposure_part["request_id"])
-            ids = np.union1d(run_ids, exp_run_ids)
-            exposure_only += len(ids) - len(run_ids)
-            run_rows, exp_run_rows = np.searchsorted(ids, run_ids), np.searchsorted(ids, exp_run_ids)
-            columns = fill_requests(
-                ids,
-                [
-                    (files.realshow, exposure_part, exp_starts, exp_run_rows),
-                    (files.all_stage, rows, starts, run_rows),
-                ],
-            )
-            index = RequestIndex(ids, np.repeat(run_rows, run_len), np.zeros(0, np.int32), columns)
-            candidates, stage_count = candidate_columns(rows, index, acc)
-            n_exposures = np.bincount(np.repeat(exp_run_rows, exp_run_len), minlength=len(ids))
-        with clock("sequences"):
-            seq = sequences.take(ids, acc)
-            if options.ubm != "none":
-                referenced = np.union1d(referenced, _referenced(seq))
-        with clock("write"):
-            writer.write("requests", requests_table(index, n_exposures, seq, stage_count, acc))
-            writer.write("candidates", pa.table(candidates))
-        kill_point("chunk")
-        stats.add(candidates, stage_count)
-        ids_parts.append(ids)
-        if len(ids):
-            last = int(ids[-1])
-
-    carry: dict[str, np.ndarray] | None = None
+    n_stage_rows = feather_num_rows(files.all_stage)
+    # The next chunk of all_stage is decoded, and the next sequences unpickled, on threads of their own while this
+    # one converts the current chunk; the Parquet writer encodes the previous one behind it.
+    chunks: ReadAhead[Chunk] = ReadAhead(
+        lambda: iter_feather_columns(files.all_stage, ROW_DOMAINS, options.chunk_rows, reserve=CARRY_ROOM),
+        depth=1,
+        clock=clock,
+        phase="read_feather",
+        name="all_stage-reader",
+    )
+    sequences: SequenceSource | None = None
+    writer: ChunkWriter | None = None
     try:
         with clock("read_feather"):
-            chunks = iter_feather_columns(files.all_stage, ROW_DOMAINS, options.chunk_rows)
-            chunk = next(chunks)
-        while chunk is not None:
-            if carry is not None:
-                chunk = {name: np.concatenate([carry[name], chunk[name]]) for name in chunk}
-            with clock("read_feather"):
-                upcoming = next(chunks, None)
-            if upcoming is None:
-                flush(chunk, np.iinfo(np.int64).max)
-                carry = None
+            exposure_rows = read_feather_columns(files.realshow, ROW_DOMAINS)  # exposures: ~2% of the stage rows
+        exp_id = exposure_rows["request_id"]
+        with clock("sequences"):
+            if spill:
+                sequences = SpilledSequences(files.seq_effective_50_dict, partition / ".sequences")
             else:
-                rid = chunk["request_id"]
-                tail = int(np.flatnonzero(np.r_[True, rid[1:] != rid[:-1]])[-1]) if len(rid) else 0
-                carry = {name: values[tail:] for name, values in chunk.items()}
-                if tail:
-                    flush({name: values[:tail] for name, values in chunk.items()}, int(rid[tail]) - 1)
-            chunk = upcoming
+                sequences = SequenceSource.read_ahead(files.seq_effective_50_dict, options.chunk_rows, clock)
+        writer = ChunkWriter(partition, clock=clock)
+        stats = DayStats()
+        ids_parts: list[np.ndarray] = []
+        referenced = np.zeros(0, dtype=np.int64)
+        last = np.iinfo(np.int64).min
+        exposure_only = 0  # requests of realshow without a row in all_stage
+
+        def flush(rows: dict[str, np.ndarray], upper: int) -> None:
+            """Write the requests of ``rows`` (complete) and the realshow-only requests up to id ``upper``."""
+            nonlocal last, referenced, exposure_only
+            assert sequences is not None and writer is not None
+            with clock("index"):
+                starts, run_ids, run_len = group_rows(rows["request_id"])
+                if len(run_ids) and (run_ids[0] <= last or np.any(run_ids[1:] <= run_ids[:-1])):
+                    raise UnsortedError
+                in_range = (exp_id > last) & (exp_id <= upper)
+                exposure_part = {name: values[in_range] for name, values in exposure_rows.items()}
+                exp_starts, exp_run_ids, exp_run_len = group_rows(exposure_part["request_id"])
+                ids = np.union1d(run_ids, exp_run_ids)
+                exposure_only += len(ids) - len(run_ids)
+                run_rows, exp_run_rows = np.searchsorted(ids, run_ids), np.searchsorted(ids, exp_run_ids)
+                columns = fill_requests(
+                    ids,
+                    [
+                        (files.realshow, exposure_part, exp_starts, exp_run_rows),
+                        (files.all_stage, rows, starts, run_rows),
+                    ],
+                )
+                index = RequestIndex(ids, np.repeat(run_rows, run_len), np.zeros(0, np.int32), columns)
+                candidates, stage_count = candidate_columns(rows, index, acc)
+                n_exposures = np.bincount(np.repeat(exp_run_rows, exp_run_len), minlength=len(ids))
+            with clock("sequences"):
+                seq = sequences.take(ids, acc)
+                if options.ubm != "none":
+                    referenced = np.union1d(referenced, _referenced(seq))
+            with clock("write"):
+                writer.write("requests", requests_table(index, n_exposures, seq, stage_count, acc))
+                writer.write("candidates", store_table(candidates))
+            kill_point("chunk")
+            stats.add(candidates, stage_count)
+            ids_parts.append(ids)
+            if len(ids):
+                last = int(ids[-1])
+
+        carry: dict[str, np.ndarray] | None = None
+        rows_left = n_stage_rows
+        while True:
+            with clock("wait_feather"):
+                chunk = next(chunks, None)
+            if chunk is None:
+                break
+            rows_left -= len(chunk["request_id"])
+            if carry is not None:  # the request the last chunk ended in, in front of this one (not copied)
+                chunk = chunk.with_head(carry)
+                carry = None
+            if rows_left <= 0:  # the file's last chunk: every request in it is complete
+                flush(chunk, np.iinfo(np.int64).max)
+                continue
+            rid = chunk["request_id"]
+            tail = int(np.flatnonzero(np.r_[True, rid[1:] != rid[:-1]])[-1]) if len(rid) else 0
+            carry = {name: values[tail:] for name, values in chunk.items()}
+            if tail:
+                flush({name: values[:tail] for name, values in chunk.items()}, int(rid[tail]) - 1)
+            del chunk, rid
+        if carry is not None:  # the file held more rows than its metadata said
+            flush(carry, np.iinfo(np.int64).max)
+            carry = None
         with clock("sequences"):
             seq_stats = sequences.stats(sum(map(len, ids_parts)))
     finally:
-        with clock("write"):
-            writer.close()
-        sequences.close()
+        chunks.close()
+        if writer is not None:
+            with clock("write"):
+                writer.close()
+        if sequences is not None:
+            sequences.close()
     ids = np.concatenate(ids_parts)
     with clock("index"):
         exposures = {
@@ -324,13 +354,14 @@ def import_day_chunked(
     }
     _check_joins(files, result, options)
     with clock("write"):
-        write_tables(partition, {"exposures": pa.table(exposures), "corpus": pa.table({"video_id": corpus})})
+        write_tables(partition, {"exposures": store_table(exposures), "corpus": store_table({"video_id": corpus})})
     kill_point("day-tables")
     exposure_rows.clear()  # free the inputs before the UBM table
     del exposures
     import_ubm(files, partition, acc, options.ubm, referenced, previous, clock, result)
     _check_ubm(files, result, options)
     result["phase_seconds"] = clock.seconds
+    result["phase_cpu_seconds"] = clock.cpu_seconds
     return result
 
 

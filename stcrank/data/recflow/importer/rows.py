@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow as pa
 
 from stcrank.data.recflow.errors import RecFlowFormatError
+from stcrank.data.recflow.importer.writing import store_table
 from stcrank.data.recflow.official import DayFiles
 from stcrank.data.recflow.schema import (
     FEEDBACK_COLUMNS,
@@ -40,7 +41,16 @@ class Accumulator:
     def observe(self, name: str, values: np.ndarray) -> None:
         """Record the largest value of ``values`` for feature ``name``."""
         if len(values):
-            self.observed_max[name] = max(self.observed_max.get(name, -1), int(values.max()))
+            self.observe_max(name, int(values.max()))
+
+    def observe_max(self, name: str, largest: int) -> None:
+        """Record ``largest`` as a value of feature ``name``."""
+        self.observed_max[name] = max(self.observed_max.get(name, -1), largest)
+
+    def merge(self, other: Accumulator) -> None:
+        """Add what another accumulator observed (one filled on another thread)."""
+        for name, largest in other.observed_max.items():
+            self.observe_max(name, largest)
 
 
 def stage_codes(columns: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -176,9 +186,9 @@ def requests_table(
         columns[name] = index.columns[name].astype(np.int32)
         acc.observe(name, columns[name])
     columns["n_exposures"] = n_exposures.astype(np.int32)
-    return pa.table(
+    return store_table(
         {
-            **{name: pa.array(values) for name, values in columns.items()},
+            **columns,
             **{name: fixed_lists(sequences[name]) for name in SEQ_STORE_COLUMNS},
             "stage_count": fixed_lists(stage_count),
         }

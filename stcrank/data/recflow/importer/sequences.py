@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import logging
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from stcrank.data.recflow.domains import SEQ_DOMAINS
+from stcrank.data.recflow.importer.pipeline import ReadAhead
 from stcrank.data.recflow.importer.rows import Accumulator
+from stcrank.data.recflow.importer.sequence_worker import worker_batches
+from stcrank.data.recflow.importer.writing import Clock
 from stcrank.data.recflow.pickle_contents import sequence_batches
 from stcrank.data.recflow.schema import ITEM_ID_COLUMNS, SEQ_ARRAY_COLUMNS, SEQ_LEN
 from stcrank.io import writing
@@ -20,6 +24,8 @@ SEQ_BATCH_ITEMS = 1024
 """Pickle items (sequences, or requests of the UBM dict) stacked at a time (4 MB of sequences)."""
 SPILL = "the spilled behaviour sequences"
 """How a full-disk error names the spill file of sequences out of request order."""
+WORKER_MIN_BYTES = 32 << 20
+"""Sequence pickles of at least this size (about 8,000 requests) are unpickled by a worker process."""
 
 
 def last_of_each_key(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -62,16 +68,47 @@ class SequenceSource:
     :class:`UnorderedSequencesError`; the day is then imported again with :class:`SpilledSequences`.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, batches: Iterator[tuple[np.ndarray, np.ndarray]] | None = None) -> None:
         self.path = path
         self.width = len(SEQ_ARRAY_COLUMNS)
-        self.batches = sequence_batches(path, SEQ_BATCH_ITEMS)
+        # the checked batches of the pickle, in file order (read ahead on a thread by the day's import)
+        self.batches = batches if batches is not None else sequence_batches(path, SEQ_BATCH_ITEMS)
         self.parts: list[tuple[np.ndarray, np.ndarray]] = []  # pulled, not yet looked up (all keys > served)
         self.max_key = np.iinfo(np.int64).min  # largest key pulled so far
         self.ordered = True  # the parts' keys are increasing, within and across parts
         self.served = np.iinfo(np.int64).min  # largest request id looked up so far
         self.found = 0
         self.unmatched = 0
+
+    @classmethod
+    def read_ahead(cls, path: Path, chunk_rows: int | None, clock: Clock) -> SequenceSource:
+        """A source whose pickle is unpickled ahead on a thread of its own, about a chunk's requests ahead.
+
+        A pickle of :data:`WORKER_MIN_BYTES` or more is unpickled by a worker process
+        (:mod:`~stcrank.data.recflow.importer.sequence_worker`), which keeps the pure-Python unpickling off this
+        process's GIL, and the thread reads its batches from the pipe; a smaller one is not worth starting a
+        process for.
+
+        Args:
+            path: The pickle.
+            chunk_rows: The import's chunk (RecFlow logs about 200 stage rows a request).
+            clock: Gets the time spent receiving the batches (``read_pickle``) and the worker's CPU seconds
+                (``unpickle_process``).
+        """
+        depth = max(2, min(64, (chunk_rows or 0) // (200 * SEQ_BATCH_ITEMS) + 1))
+
+        def done(usage: dict[str, float]) -> None:
+            clock.add("unpickle_process", 0.0, usage["cpu_seconds"])
+
+        worker = path.is_file() and path.stat().st_size >= WORKER_MIN_BYTES
+        batch_items = SEQ_BATCH_ITEMS
+
+        def read() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+            if worker:
+                return worker_batches(path, batch_items, done)
+            return sequence_batches(path, batch_items)
+
+        return cls(path, ReadAhead(read, depth, clock, "read_pickle", "sequences"))
 
     def _pull(self) -> bool:
         """Read the next batch into ``parts``; False at the end of the file."""

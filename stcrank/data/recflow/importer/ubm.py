@@ -14,7 +14,7 @@ from stcrank.data.recflow.domains import STAGE_ARRAY_DOMAINS
 from stcrank.data.recflow.importer.killpoints import kill_point
 from stcrank.data.recflow.importer.rows import Accumulator
 from stcrank.data.recflow.importer.sequences import SEQ_BATCH_ITEMS
-from stcrank.data.recflow.importer.writing import Clock, write_tables
+from stcrank.data.recflow.importer.writing import Clock, store_table, write_tables
 from stcrank.data.recflow.official import DayFiles
 from stcrank.data.recflow.pickle_contents import ubm_batches
 from stcrank.data.recflow.schema import ITEM_ID_COLUMNS, N_STAGES, STAGE_ARRAY_COLUMNS, STAGE_CODE
@@ -109,7 +109,7 @@ def read_ubm(path: Path, referenced: np.ndarray) -> tuple[pa.Table, dict[str, An
         "ubm_referenced_requests": len(referenced),
         "ubm_referenced_found": found,
     }
-    return pa.table(columns), stats, observed
+    return store_table(columns), stats, observed
 
 
 def import_ubm(
@@ -218,4 +218,4 @@ def derive_ubm(
         "ubm_referenced_requests": len(referenced),
         "ubm_referenced_found": found,
     }
-    return pa.table(columns), stats, observed
+    return store_table(columns), stats, observed

@@ -17,7 +17,7 @@ import pytest
 
 from stcrank.data.recflow.importer import import_recflow
 
-TIMINGS = ("seconds", "phase_seconds")
+TIMINGS = ("seconds", "phase_seconds", "phase_cpu_seconds")
 KILL_AT_VARIABLE = "STCRANK_IMPORT_KILL_AT"
 KILL_POINTS = ("chunk", "day-tables", "ubm", "day-committed", "official-tests", "manifest", "swap")
 
