@@ -10,9 +10,10 @@ import torch
 
 from stcrank.export import standalone
 from stcrank.export.formats import write_graph
-from stcrank.export.recflow_graphs import din_graphs, dssm_graphs
+from stcrank.export.recflow_graphs import din_graphs, dssm_graphs, sasrec_graphs
 from stcrank.models.din import DIN
 from stcrank.models.dssm import DSSM
+from stcrank.models.sasrec import SASRec
 from stcrank.tasks.ranking import RankingTask
 
 pytestmark = pytest.mark.slow
@@ -84,3 +85,33 @@ def test_dssm_towers_match_the_lightning_model(dssm_artefacts, candidate_batches
     item_tower = artefacts["dssm_item_tower"][fmt]
     flat = batch["candidates"].flatten(0, 1).numpy()
     np.testing.assert_allclose(item_tower.run(items=flat)["item_vector"], items, rtol=0, atol=TOLERANCE)
+
+
+@pytest.fixture(scope="module")
+def sasrec_artefacts(recflow_store, tmp_path_factory):
+    from stcrank.data.recflow.retrieval import RecFlowRetrievalDataModule
+    from stcrank.tasks.retrieval import RetrievalTask
+
+    data = RecFlowRetrievalDataModule(str(recflow_store), batch_size=16, eval_batch_size=8)
+    torch.manual_seed(0)
+    task = RetrievalTask(
+        network=lambda sizes: SASRec(sizes, embedding_dim=8, num_blocks=2, num_heads=2),
+        feature_sizes=data.feature_sizes,
+    ).eval()
+    artefacts = _export(sasrec_graphs(task.network, data.feature_sizes), tmp_path_factory.mktemp("sasrec"))
+    return task, next(iter(data.train_dataloader())), artefacts
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "pt2"])
+def test_sasrec_user_tower_and_item_embeddings_match_the_lightning_model(sasrec_artefacts, fmt):
+    task, batch, artefacts = sasrec_artefacts
+    with torch.no_grad():
+        users = task.network.user_vector(batch["seq"], batch["seq_mask"]).numpy()
+        items = task.network.item_vectors(batch["items"].flatten()).numpy()
+        scores = task.network(batch["seq"], batch["seq_mask"], batch["items"]).numpy()
+    got_users = artefacts["sasrec_user_tower"][fmt].run(seq=batch["seq"], seq_mask=batch["seq_mask"])["user_vector"]
+    got_items = artefacts["sasrec_item_embeddings"][fmt].run(items=batch["items"].flatten())["item_vector"]
+    np.testing.assert_allclose(got_users, users, rtol=0, atol=TOLERANCE)
+    np.testing.assert_allclose(got_items, items, rtol=0, atol=TOLERANCE)
+    got_scores = np.einsum("bd,bnd->bn", got_users, got_items.reshape(*batch["items"].shape, -1))
+    np.testing.assert_allclose(got_scores, scores, rtol=0, atol=TOLERANCE)
