@@ -8,7 +8,7 @@ from stcrank.cli import main
 def test_overview_lists_every_command(capsys):
     main([])
     out = capsys.readouterr().out
-    for command in ("fit", "validate", "test", "predict", "plugins", "data", "tune", "simulate", "report"):
+    for command in ("fit", "validate", "test", "predict", "plugins", "data", "tune", "simulate", "report", "export"):
         assert f"  {command} " in out
 
 
