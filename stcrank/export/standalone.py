@@ -134,6 +134,14 @@ def _check_values(name: str, spec: Mapping[str, Any], array: np.ndarray) -> None
             )
 
 
+def artefact_stem(path: Path) -> str:
+    """The graph's name: the file name without ``.onnx``, ``.pt2`` or ``.aoti.pt2``."""
+    for suffix in (".aoti.pt2", ".pt2", ".onnx"):
+        if path.name.endswith(suffix):
+            return path.name[: -len(suffix)]
+    return path.stem
+
+
 def read_schema(path: str | os.PathLike) -> dict[str, Any]:
     """The schema of an artefact: its ``.schema.json`` file, else the one embedded in the ``.onnx``/``.pt2`` file.
 
@@ -141,7 +149,7 @@ def read_schema(path: str | os.PathLike) -> dict[str, Any]:
         ServingFormatError: If no schema is found or its version is not :data:`SCHEMA_VERSION`.
     """
     path = Path(path)
-    sidecar = path.with_suffix(".schema.json")
+    sidecar = path.with_name(f"{artefact_stem(path)}.schema.json")
     if sidecar.is_file():
         schema = json.loads(sidecar.read_text())
     elif path.suffix == ".onnx":
@@ -170,10 +178,10 @@ def read_schema(path: str | os.PathLike) -> dict[str, Any]:
 
 
 class Artefact:
-    """An exported graph with its schema, run by onnxruntime (``.onnx``) or torch (``.pt2``).
+    """An exported graph with its schema, run by onnxruntime (``.onnx``) or torch (``.pt2``, ``.aoti.pt2``).
 
     Args:
-        path: The ``.onnx`` or ``.pt2`` file.
+        path: The ``.onnx``, ``.pt2`` or ``.aoti.pt2`` (AOTInductor package) file.
         threads: Intra-op threads (onnxruntime's ``intra_op_num_threads``, or ``torch.set_num_threads``); the
             runtime's default when None.
         check: Check every input against the schema before running (see the module docs).
@@ -199,8 +207,12 @@ class Artefact:
 
             if threads is not None:
                 torch.set_num_threads(threads)
-            self.runtime = "torch"
-            self._module = torch.export.load(str(self.path)).module()
+            if self.path.name.endswith(".aoti.pt2"):
+                self.runtime = "aoti"
+                self._module = torch._inductor.aoti_load_package(str(self.path))
+            else:
+                self.runtime = "torch"
+                self._module = torch.export.load(str(self.path)).module()
 
     def run(self, **inputs: Any) -> dict[str, np.ndarray]:
         """Check the inputs (numpy arrays or torch tensors) and run; returns output name -> numpy array."""
