@@ -3,7 +3,7 @@
 ``stcrank fit|validate|test|predict`` run stock :class:`~lightning.pytorch.cli.LightningCLI` in subclass mode
 (any :class:`~stcrank.tasks.base.BaseTask` as the model, any :class:`~stcrank.data.base.BaseDataModule` as the
 data), so configs are ordinary LightningCLI YAML and compose with ``-c a.yaml -c b.yaml``. The other commands
-(``plugins``, ``data``, ``tune``, ``simulate``, ``report``) are jsonargparse commands of their own. Each command's
+(``plugins``, ``data``, ``tune``, ``simulate``, ``report``, ``export``) are commands of their own. Each command's
 module is imported only when it runs, so ``stcrank plugins`` does not pay for importing Lightning.
 """
 
@@ -25,6 +25,7 @@ EXTRA_COMMANDS: dict[str, tuple[str, str]] = {
     "tune": ("stcrank.commands.tune:main", "tune ensemble weights with optuna"),
     "simulate": ("stcrank.commands.simulate:main", "serve ranking policies in the e-shop simulator"),
     "report": ("stcrank.commands.report:main", "run experiment sets and write the paper tables"),
+    "export": ("stcrank.commands.export:main", "export models, re-rankers and the pipeline to ONNX/torch.export"),
 }
 
 

@@ -29,7 +29,7 @@ def _one_line_error(capsys, argv, code):
 def test_overview_lists_every_command(capsys):
     main([])
     out = capsys.readouterr().out
-    for command in ("fit", "validate", "test", "predict", "plugins", "data", "tune", "simulate", "report"):
+    for command in ("fit", "validate", "test", "predict", "plugins", "data", "tune", "simulate", "report", "export"):
         assert f"  {command} " in out
 
 

@@ -126,7 +126,7 @@ class MMoE(nn.Module):
         layers = [expert[0] for expert in self.experts] + [self.gates[task] for task in self.tasks]
         return torch.cat([layer.weight for layer in layers]), torch.cat([layer.bias for layer in layers])
 
-    def _first_layer_outputs(self, parts: list[Tensor]) -> Tensor:
+    def _first_layer_outputs(self, parts: list[Tensor], groups: list[list[int]] | None = None) -> Tensor:
         """The stacked first layers on the normalised input, each column group computed at its own shape.
 
         Features that share a leading shape (e.g. the request-level ones at ``[R, 1]``, the candidates' at
@@ -134,17 +134,24 @@ class MMoE(nn.Module):
         ``(W diag(g) (x - mean) / std) + W b + c``; it splits over the groups through their shares of
         ``W diag(g) x`` and of the sums of ``x`` and ``x^2`` that give the mean and the variance, so each group's
         share is computed once at its own shape and broadcast.
+
+        Args:
+            parts: :meth:`_parts` of a batch.
+            groups: Indices of the parts of each group; by leading shape when None (a traced graph, whose shapes
+                are symbols, names them instead).
         """
         weight, bias = self._first_layers()
         norm = self.input_norm
         scaled = weight * norm.weight  # W diag(g)
         offset = weight @ norm.bias + bias  # W b + c
-        groups: dict[tuple[int, ...], list[int]] = {}
-        for index, part in enumerate(parts):
-            groups.setdefault(tuple(part.shape[:-1]), []).append(index)
+        if groups is None:
+            by_shape: dict[tuple[int, ...], list[int]] = {}
+            for index, part in enumerate(parts):
+                by_shape.setdefault(tuple(part.shape[:-1]), []).append(index)
+            groups = list(by_shape.values())
         bounds = torch.tensor([0] + [part.shape[-1] for part in parts]).cumsum(0).tolist()
         linear = total = squares = None
-        for members in groups.values():
+        for members in groups:
             x = torch.cat([parts[i] for i in members], dim=-1)
             columns = torch.cat([torch.arange(bounds[i], bounds[i + 1]) for i in members]).to(weight.device)
             share = F.linear(x, scaled.index_select(1, columns))
@@ -178,6 +185,15 @@ class MMoE(nn.Module):
             first = F.linear(self.input_norm(torch.cat(parts, dim=-1)), weight, bias)
         else:
             first = self._first_layer_outputs(parts)
+        return self.heads(first)
+
+    @property
+    def part_names(self) -> list[str]:
+        """What each of :meth:`_parts`'s features is: a column name, ``involvement`` or ``item_price``."""
+        return [*self.categorical, *self.counts, "involvement", "item_price"]
+
+    def heads(self, first: Tensor) -> dict[str, Tensor]:
+        """Task name -> logit from the stacked first layers' pre-activations (:meth:`_first_layer_outputs`)."""
         hidden = first.shape[-1] - len(self.tasks) * self.num_experts
         expert_first, gate_logits = first.split([hidden, len(self.tasks) * self.num_experts], dim=-1)
         experts = []

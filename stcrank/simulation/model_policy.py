@@ -84,7 +84,7 @@ class EModelPredictor(EPredictor):
         return self.scorer.predict(request)  # the scorer only reads columns() and candidates
 
 
-def load_task(config: str | Path, checkpoint: str | Path, data_root: str | Path) -> nn.Module:
+def load_task(config: str | Path, checkpoint: str | Path, data_root: str | Path | None) -> nn.Module:
     """Rebuild a trained task from its experiment config and load a checkpoint's weights.
 
     The config is parsed as ``stcrank fit`` parses it (so the network matches the checkpoint) with
@@ -94,7 +94,7 @@ def load_task(config: str | Path, checkpoint: str | Path, data_root: str | Path)
     Args:
         config: The experiment config the model was trained with.
         checkpoint: A Lightning checkpoint of that run.
-        data_root: The log directory (its manifest gives the feature sizes).
+        data_root: The log directory (its manifest gives the feature sizes); the config's ``data.root`` when None.
 
     Returns:
         The task in eval mode.
@@ -117,7 +117,7 @@ def load_task(config: str | Path, checkpoint: str | Path, data_root: str | Path)
         subclass_mode_model=True,
         subclass_mode_data=True,
         run=False,
-        args=["-c", str(config), f"--data.root={data_root}"],
+        args=["-c", str(config)] + ([] if data_root is None else [f"--data.root={data_root}"]),
         save_config_callback=None,
     )
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
