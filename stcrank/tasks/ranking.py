@@ -17,6 +17,7 @@ from stcrank.models.base import RankingNetwork
 from stcrank.options import resolve_plugin
 from stcrank.plugins import Loss
 from stcrank.tasks.base import BaseTask, require_feature_sizes
+from stcrank.tasks.group_metrics import log_group_aucs, make_group_aucs, update_group_aucs
 from stcrank.tasks.predictions import head_name, prediction_rows
 
 EXPOSURES, CANDIDATES = 0, 1
@@ -51,8 +52,11 @@ class RankingTask(BaseTask):
     Training logs ``train/loss`` (per step and per epoch) and, on point-wise batches, the epoch's ``train/auc``
     (binned into :data:`TRAIN_AUC_THRESHOLDS` thresholds).
 
-    Evaluation takes two dataloaders: index 0 yields exposures (AUC and LogLoss), index 1 yields requests with
-    their stage candidates (Recall@K and NDCG@K over the candidates). Two families of list metrics are logged:
+    Evaluation takes two dataloaders: index 0 yields exposures (AUC and LogLoss, and beside the AUC the
+    impression-weighted per-user and per-request GAUC ``gauc_user`` / ``gauc_request`` with the number of
+    single-class users or requests they leave out, ``gauc_user_excluded`` / ``gauc_request_excluded``), index 1
+    yields requests with their stage candidates (Recall@K and NDCG@K over the candidates). Two families of list
+    metrics are logged:
 
     - ``recflow_recall@K`` / ``recflow_ndcg@K``: RecFlow's own definitions, micro-averaged over positives;
       ``recflow_ndcg`` has no ideal-DCG normalisation (the mean DCG gain per positive), as in the paper.
@@ -105,7 +109,8 @@ class RankingTask(BaseTask):
     def metric_sets(self) -> dict[str, list[str]]:
         """AUC and LogLoss over the exposures; Recall@K and NDCG@K over each request's stage candidates."""
         lists = [f"{name}@{k}" for name in ("recall", "ndcg", "recflow_recall", "recflow_ndcg") for k in self.ks]
-        return {"exposures": ["auc", "logloss"], "stage candidates": lists}
+        gauc = ["gauc_user", "gauc_user_excluded", "gauc_request", "gauc_request_excluded"]
+        return {"exposures": ["auc", *gauc, "logloss"], "stage candidates": lists}
 
     def setup(self, stage: str) -> None:
         """Name the prediction head after the data's label; before training, check the loss fits the batches."""
@@ -120,6 +125,7 @@ class RankingTask(BaseTask):
             {
                 "exposures": MetricCollection({"auc": BinaryAUC(), "logloss": BinaryLogLoss()}, prefix=prefix),
                 "candidates": StageCandidateMetrics(self.ks),
+                "groups": make_group_aucs(),
             }
         )
 
@@ -167,7 +173,9 @@ class RankingTask(BaseTask):
             # Metric objects logged from the step: Lightning computes, syncs across processes and resets them at
             # the end of the epoch.
             group = metrics["exposures"]
-            group.update(torch.sigmoid(self.network(batch)), batch["label"].long())
+            probability, label = torch.sigmoid(self.network(batch)), batch["label"].long()
+            group.update(probability, label)
+            update_group_aucs(metrics["groups"], batch, probability, label)
             self.log_dict(group, add_dataloader_idx=False, batch_size=batch["user"].shape[0])
         else:
             # A dict-valued metric: accumulated here, computed and logged at the end of the epoch.
@@ -196,16 +204,18 @@ class RankingTask(BaseTask):
         self._evaluation_step(self.val_metrics, batch, dataloader_idx)
 
     def on_validation_epoch_end(self) -> None:
-        """Log the validation Recall@K/NDCG@K of the stage candidates (AUC/LogLoss are logged by Lightning)."""
+        """Log the validation GAUCs and Recall@K/NDCG@K (AUC/LogLoss are logged by Lightning)."""
         self._log_candidates(self.val_metrics["candidates"], "val/")
+        log_group_aucs(self, self.val_metrics["groups"], "val/")
 
     def test_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
         """Accumulate test metrics."""
         self._evaluation_step(self.test_metrics, batch, dataloader_idx)
 
     def on_test_epoch_end(self) -> None:
-        """Log the test Recall@K/NDCG@K of the stage candidates (AUC/LogLoss are logged by Lightning)."""
+        """Log the test GAUCs and Recall@K/NDCG@K (AUC/LogLoss are logged by Lightning)."""
         self._log_candidates(self.test_metrics["candidates"], "test/")
+        log_group_aucs(self, self.test_metrics["groups"], "test/")
 
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Tensor]:
         """One row per scored item: ``request_id``, ``item_id``, ``pred_<head>``, ``label_<head>``, ``mask_<head>``.

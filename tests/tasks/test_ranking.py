@@ -59,6 +59,8 @@ def _test_day_predictions(task, data) -> tuple[dict[str, torch.Tensor], dict[str
     with torch.no_grad():
         probability = torch.cat([torch.sigmoid(task.network(batch)) for batch in exposures])
         label = torch.cat([batch["label"] for batch in exposures]).long()
+        user = torch.cat([batch["user"][:, 0] for batch in exposures])
+        request_id = torch.cat([batch["request_id"] for batch in exposures])
         scores, target, request, offset = [], [], [], 0
         for batch in candidates:
             mask = batch["candidate_mask"]
@@ -68,7 +70,7 @@ def _test_day_predictions(task, data) -> tuple[dict[str, torch.Tensor], dict[str
             request.append(rows[mask])
             offset += mask.shape[0]
     flat = {"preds": torch.cat(scores), "target": torch.cat(target), "indexes": torch.cat(request)}
-    return {"preds": probability, "target": label}, flat
+    return {"preds": probability, "target": label, "user": user, "request": request_id}, flat
 
 
 @pytest.mark.slow
@@ -76,12 +78,17 @@ def test_logged_test_metrics_equal_the_functional_metrics_of_the_predictions(tra
     from torchmetrics.functional.classification import binary_auroc
 
     from stcrank.metrics import functional as F
+    from stcrank.metrics.gauc import group_auc
 
     exposures, candidates = _test_day_predictions(trained["task"], trained["data"])
     expected = {
         "test/auc": binary_auroc(exposures["preds"], exposures["target"]),
         "test/logloss": F.binary_log_loss(exposures["preds"], exposures["target"]),
     }
+    for grouping in ("user", "request"):
+        gauc = group_auc(exposures["preds"], exposures["target"], exposures[grouping])
+        expected[f"test/gauc_{grouping}"] = gauc.gauc
+        expected[f"test/gauc_{grouping}_excluded"] = gauc.num_excluded
     for k in trained["task"].ks:
         expected[f"test/recflow_recall@{k}"] = F.recflow_recall(**candidates, k=k)
         expected[f"test/recflow_ndcg@{k}"] = F.recflow_ndcg(**candidates, k=k)
@@ -90,6 +97,7 @@ def test_logged_test_metrics_equal_the_functional_metrics_of_the_predictions(tra
     logged = trained["metrics"]
     assert set(logged) == set(expected)
     assert 0 < float(expected["test/recflow_recall@50"]) < 1  # the comparison is not between trivial values
+    assert 0 < float(expected["test/gauc_user"]) < 1 and float(expected["test/gauc_request_excluded"]) > 0
     for name, value in expected.items():
         assert float(logged[name]) == pytest.approx(float(value), abs=1e-6), name
 
