@@ -91,6 +91,8 @@ class RecFlowRankingDataModule(RecFlowDataModule):
         aux_per_stage: Items taken from the start of each auxiliary stage.
         competing_stage: Stage of the competing items of past behaviours (``rank_pos``); none when None.
         competing_size: Competing items per behaviour.
+        test_source: Where the test day's candidates come from: ``auto``, ``official`` or ``stage_rows`` (see
+            :class:`RecFlowDataModule`).
     """
 
     SAMPLE_LAYOUTS: ClassVar[dict[str, str]] = {
@@ -124,6 +126,7 @@ class RecFlowRankingDataModule(RecFlowDataModule):
         aux_per_stage: int = 10,
         competing_stage: str | None = None,
         competing_size: int = 10,
+        test_source: str = "auto",
     ) -> None:
         # Set before the parent's constructor: it validates sample_kind through sample_kinds().
         self.negative_sampler = (
@@ -162,6 +165,7 @@ class RecFlowRankingDataModule(RecFlowDataModule):
             seed=seed,
             chunk_rows=chunk_rows,
             max_feature_size=max_feature_size,
+            test_source=test_source,
         )
 
     def check_training_samples(self) -> None:
@@ -201,3 +205,6 @@ class RecFlowRankingDataModule(RecFlowDataModule):
 
     def _candidate_kind(self) -> SampleKind:
         return self._competing(super()._candidate_kind())
+
+    def _official_candidate_kind(self, name: str) -> SampleKind:
+        return self._competing(super()._official_candidate_kind(name))
