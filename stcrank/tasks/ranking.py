@@ -12,6 +12,7 @@ from torchmetrics.classification import BinaryAUROC
 
 from stcrank.checks import TASK, check_not_empty, check_positive
 from stcrank.errors import ConfigError
+from stcrank.metrics.functional import TIE_RULES
 from stcrank.metrics.ranking import BinaryAUC, BinaryLogLoss, StageCandidateMetrics
 from stcrank.models.base import RankingNetwork
 from stcrank.options import resolve_plugin
@@ -74,6 +75,9 @@ class RankingTask(BaseTask):
         feature_sizes: Embedding-table sizes by feature name; linked from the data module by the command line.
         list_target: Batch key of the list-wise target: ``candidate_stage`` (cascade priority) or
             ``candidate_slot`` (slot code, for the rank-stage FS-LTR groups).
+        ties: How tied candidate scores rank in Recall@K/NDCG@K: ``pessimistic`` (positives after negatives, the
+            default: constant scores never gain) or ``expected`` (the expected value over all orderings of tied
+            candidates).
     """
 
     monitor = "val/auc"
@@ -88,11 +92,15 @@ class RankingTask(BaseTask):
         ks: list[int] | None = None,
         feature_sizes: dict[str, int] | None = None,
         list_target: str = "candidate_stage",
+        ties: str = "pessimistic",
     ) -> None:
         super().__init__()
         feature_sizes = require_feature_sizes("RankingTask", feature_sizes)
         check_positive("RankingTask", TASK, lr=lr, ks=ks)
         check_not_empty("RankingTask", TASK, ks=ks)
+        if ties not in TIE_RULES:
+            raise ConfigError(f"--model.ties {ties}: unknown; choose one of {list(TIE_RULES)}")
+        self.ties = ties
         self.save_hyperparameters(ignore=["network", "loss", "optimizer"])
         self.network = network(feature_sizes)
         self.loss = resolve_plugin("losses", loss, "--model.loss")
@@ -124,7 +132,7 @@ class RankingTask(BaseTask):
         return nn.ModuleDict(
             {
                 "exposures": MetricCollection({"auc": BinaryAUC(), "logloss": BinaryLogLoss()}, prefix=prefix),
-                "candidates": StageCandidateMetrics(self.ks),
+                "candidates": StageCandidateMetrics(self.ks, self.ties),
                 "groups": make_group_aucs(),
             }
         )

@@ -291,3 +291,22 @@ def test_predict_of_the_coarse_ranker_writes_its_rows(recflow_store, tmp_path):
     ]
     stages = set(table.column("stage").to_pylist())
     assert 2 in stages  # coarse_neg candidates are part of the coarse ranker's inference space
+
+
+def test_expected_ties_option_reaches_the_candidate_metrics(recflow_store, tmp_path):
+    from stcrank.errors import ConfigError
+
+    args = _fit_args(EXPERIMENT, recflow_store, tmp_path)
+    # In process jsonargparse wraps the ConfigError; the command line prints its one line (tests/test_cli.py).
+    with pytest.raises((ConfigError, ValueError), match=r"--model\.ties random: unknown; choose one of"):
+        main([*args, "--model.ties", "random", "--trainer.fast_dev_run=true"])
+    test_args = ["test", *args[1:], "--untrained=true", "--trainer.logger=false"]
+    metrics = {}
+    for ties in ("pessimistic", "expected"):
+        tested = main([*test_args, f"--model.ties={ties}"])
+        assert tested.model.test_metrics["candidates"].ties == ties
+        metrics[ties] = {k: float(v) for k, v in tested.trainer.callback_metrics.items()}
+    # Untrained float scores hardly tie: the two rules agree to rounding, and both were computed.
+    assert metrics["expected"]["test/recflow_recall@50"] == pytest.approx(
+        metrics["pessimistic"]["test/recflow_recall@50"]
+    )
