@@ -29,6 +29,9 @@ import numpy as np
 DIM = 8
 N_GENDER, N_AGE, N_PROVINCE = 3, 8, 34
 N_CATEGORY_ONE, N_CATEGORY_TWO, N_UPLOAD_TYPE = 16, 128, 6
+CATEGORY_ONE_PADDING = 2
+"""The reference code's padding value of ``category_level_one`` (``padding_idx=2``, padded stage rows carry 2; the
+feature is not shifted by +1): no real item has it, so the generated categories are ``0, 1, 3, ..., 16``."""
 WATCH_INTERCEPT, WATCH_SLOPE, WATCH_SCALE, MAX_WATCH_RATIO = -3.2, 0.9, 0.6, 3.0
 EFFECTIVE_VIEW_RATIO = 0.3
 INTERACTIONS: dict[str, tuple[float, float]] = {
@@ -63,6 +66,11 @@ def _alias_table(probability: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
+
+
+def category_one_ids(index: np.ndarray) -> np.ndarray:
+    """Release ``category_level_one`` ids of category indices ``0 .. N_CATEGORY_ONE - 1``, skipping the padding 2."""
+    return np.where(index >= CATEGORY_ONE_PADDING, index + 1, index)
 
 
 @dataclass
@@ -146,7 +154,7 @@ class SyntheticWorld:
             n_devices=n_devices,
             item_author=item_author,
             item_category_two=item_category_two,
-            item_category_one=cate_parent[item_category_two],
+            item_category_one=category_one_ids(cate_parent[item_category_two]),
             item_upload_type=item_upload_type,
             item_upload_age_s=item_upload_age_s,
             item_duration_ms=item_duration_ms,
