@@ -30,8 +30,10 @@ DIM = 8
 N_GENDER, N_AGE, N_PROVINCE = 3, 8, 34
 N_CATEGORY_ONE, N_CATEGORY_TWO, N_UPLOAD_TYPE = 16, 128, 6
 CATEGORY_ONE_PADDING = 2
-"""The reference code's padding value of ``category_level_one`` (``padding_idx=2``, padded stage rows carry 2; the
-feature is not shifted by +1): no real item has it, so the generated categories are ``0, 1, 3, ..., 16``."""
+"""The padding value of the unshifted category_level_one in the reference code, which no real item takes.
+
+The reference embeds it with padding index 2 and pads stage rows with 2, so the generated first-level categories
+are 0, 1, 3, ..., 16."""
 WATCH_INTERCEPT, WATCH_SLOPE, WATCH_SCALE, MAX_WATCH_RATIO = -3.2, 0.9, 0.6, 3.0
 EFFECTIVE_VIEW_RATIO = 0.3
 INTERACTIONS: dict[str, tuple[float, float]] = {
@@ -69,7 +71,7 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 def category_one_ids(index: np.ndarray) -> np.ndarray:
-    """Release ``category_level_one`` ids of category indices ``0 .. N_CATEGORY_ONE - 1``, skipping the padding 2."""
+    """The release's category_level_one id of each category index: indices from 2 on move up by one, skipping 2."""
     return np.where(index >= CATEGORY_ONE_PADDING, index + 1, index)
 
 
