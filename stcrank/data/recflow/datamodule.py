@@ -123,7 +123,7 @@ class RecFlowDataModule(BaseDataModule):
       The test day's candidates come from the official test file of the candidate stages (``others/rank_test``
       for the ranking stages, ``others/coarse_rank_test`` with ``coarse_neg``) when the store holds it, else from
       the day's stage rows (``test_source``); the source used is logged and recorded as the hyperparameter
-      ``test_candidates_source``.
+      ``test_candidates_source``. Validation on the test day uses the same candidates as the test.
     * **Predict**: the test day's requests with their ``candidate_stages`` candidates (what a ranker scores for
       re-ranking); ``stcrank predict`` writes one row per candidate.
 
