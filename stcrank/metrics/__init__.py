@@ -1,4 +1,4 @@
-"""Metrics: AUC/LogLoss, stage-candidate Recall/NDCG (RecFlow and normalised) and full-corpus retrieval."""
+"""Metrics: AUC/GAUC/LogLoss, stage-candidate Recall/NDCG (RecFlow and normalised) and full-corpus retrieval."""
 
 from stcrank.metrics.functional import (
     RankingSums,
@@ -14,6 +14,7 @@ from stcrank.metrics.functional import (
     recflow_recall,
     recflow_recall_padded,
 )
+from stcrank.metrics.gauc import GroupAUC, GroupAUCResult, group_auc
 from stcrank.metrics.ranking import (
     BinaryLogLoss,
     CorpusRetrievalMetrics,
@@ -29,6 +30,8 @@ from stcrank.metrics.retrieval import retrieval_ndcg, retrieval_recall, retrieva
 __all__ = [
     "BinaryLogLoss",
     "CorpusRetrievalMetrics",
+    "GroupAUC",
+    "GroupAUCResult",
     "NormalizedNDCG",
     "NormalizedRecall",
     "RankingSums",
@@ -37,6 +40,7 @@ __all__ = [
     "StageCandidateMetrics",
     "binary_log_loss",
     "exposure_metrics",
+    "group_auc",
     "normalized_ndcg",
     "normalized_ndcg_padded",
     "normalized_recall",

@@ -19,9 +19,13 @@ the same ranking:
 Shared rules:
 
 * ``rank`` is the 0-based position of a candidate after sorting its request by score, descending.
-* **Ties are pessimistic**: among candidates with equal scores, negatives are ranked before positives, and equal
-  (score, label) candidates keep their input order. A model therefore never gains from constant scores: a model
-  that scores everything equally ranks every positive after every negative.
+* **Ties are pessimistic** by default (``ties="pessimistic"``): among candidates with equal scores, negatives are
+  ranked before positives, and equal (score, label) candidates keep their input order. A model therefore never
+  gains from constant scores: a model that scores everything equally ranks every positive after every negative.
+  ``ties="expected"`` gives instead the expected value of every metric over all orderings of each block of tied
+  candidates (each equally likely): a positive in a block of ``t`` tied candidates starting at position ``s``
+  counts ``|{s..s+t-1} < K| / t`` hits and the mean of ``1[j < K] / log2(j + 2)`` over ``j`` in ``s..s+t-1``.
+  Every metric is linear in those per-positive terms, so this is exactly the mean over tie orderings.
 * **Eligibility**: a request counts only if ``0 < #pos < #candidates`` (a request without positives or without
   negatives says nothing about ranking). Both families use the same rule, so they are computed on the same
   requests.
@@ -42,7 +46,11 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+TIE_RULES: tuple[str, ...] = ("pessimistic", "expected")
+"""How tied scores rank: positives after negatives (the default), or the expected value over tie orderings."""
+
 __all__ = [
+    "TIE_RULES",
     "RankingSums",
     "binary_log_loss",
     "log_loss_sums",
@@ -110,17 +118,44 @@ def _check_preds(preds: Tensor, where: Tensor | None) -> None:
         raise ValueError("preds contains NaN scores")
 
 
+def _check_ties(ties: str) -> None:
+    if ties not in TIE_RULES:
+        raise ValueError(f"ties must be one of {list(TIE_RULES)}, got {ties!r}")
+
+
+def _tie_blocks(rank: Tensor, group: Tensor, score: Tensor) -> tuple[Tensor, Tensor]:
+    """First position and size of the block of equal scores of every candidate.
+
+    Args:
+        rank: 0-based position within the request, ``[M]``, in sorted order (by request, then score descending).
+        group: Request number of each candidate, ``[M]``, same order.
+        score: Score of each candidate, ``[M]``, same order.
+    """
+    new_block = torch.ones_like(rank, dtype=torch.bool)
+    new_block[1:] = (group[1:] != group[:-1]) | (score[1:] != score[:-1])
+    block = torch.cumsum(new_block.long(), 0) - 1
+    return rank[new_block][block], torch.bincount(block)[block]
+
+
 def _sums_from_ranks(
-    rank: Tensor, positive: Tensor, group: Tensor, num_candidates: Tensor, ks: list[int]
+    rank: Tensor,
+    positive: Tensor,
+    group: Tensor,
+    num_candidates: Tensor,
+    ks: list[int],
+    block_size: Tensor | None = None,
 ) -> RankingSums:
     """Aggregate per-candidate ranks into :class:`RankingSums`.
 
     Args:
-        rank: 0-based rank of each real candidate within its request, int64 ``[M]``.
+        rank: 0-based rank of each real candidate within its request, int64 ``[M]``; with ``block_size``, the
+            first position of the candidate's block of tied scores.
         positive: Whether each candidate is a positive, bool ``[M]``.
         group: Request number (``0..G-1``) of each candidate, int64 ``[M]``.
         num_candidates: Number of real candidates of each request, int64 ``[G]``.
         ks: The cut-offs.
+        block_size: Size of each candidate's block of tied scores (``ties="expected"``: the hit and the gain are
+            averaged over the block's positions); None for a single position per candidate.
     """
     device = rank.device
     num_groups = num_candidates.shape[0]
@@ -129,9 +164,12 @@ def _sums_from_ranks(
     counted = positive & eligible[group]
 
     k_tensor = torch.tensor(ks, dtype=torch.long, device=device)
-    hit = counted.unsqueeze(0) & (rank.unsqueeze(0) < k_tensor.unsqueeze(1))  # [K, M]
-    gain = hit.double() / torch.log2(rank.double() + 2.0).unsqueeze(0)  # [K, M]
-    hit = hit.double()
+    if block_size is None:
+        hit = counted.unsqueeze(0) & (rank.unsqueeze(0) < k_tensor.unsqueeze(1))  # [K, M]
+        gain = hit.double() / torch.log2(rank.double() + 2.0).unsqueeze(0)  # [K, M]
+        hit = hit.double()
+    else:
+        hit, gain = _expected_hits_and_gains(rank, block_size, counted, k_tensor)
 
     group_hits = torch.zeros(len(ks), num_groups, dtype=torch.float64, device=device).index_add_(1, group, hit)
     group_dcg = torch.zeros(len(ks), num_groups, dtype=torch.float64, device=device).index_add_(1, group, gain)
@@ -154,7 +192,24 @@ def _sums_from_ranks(
     )
 
 
-def ranking_sums(preds: Tensor, target: Tensor, indexes: Tensor, ks: Sequence[int]) -> RankingSums:
+def _expected_hits_and_gains(start: Tensor, size: Tensor, counted: Tensor, k_tensor: Tensor) -> tuple[Tensor, Tensor]:
+    """Mean over the positions ``start .. start + size - 1`` of ``1[j < K]`` and ``1[j < K] / log2(j + 2)``."""
+    # Positions past the last block's end are never reached: the table stops there (K may be huge).
+    cap = int(torch.minimum(k_tensor.max(), (start + size).max())) if start.numel() else 0
+    # cumulative[n] = sum_{j < n} 1 / log2(j + 2), for n up to the largest cut-off.
+    discounts = 1.0 / torch.log2(torch.arange(cap, dtype=torch.float64, device=start.device) + 2.0)
+    cumulative = torch.cat([discounts.new_zeros(1), discounts.cumsum(0)])
+    low = torch.minimum(start.unsqueeze(0), k_tensor.unsqueeze(1))  # [K, M]
+    high = torch.minimum((start + size).unsqueeze(0), k_tensor.unsqueeze(1))
+    weight = counted.double().unsqueeze(0) / size.double().unsqueeze(0)
+    hit = (high - low).double() * weight
+    gain = (cumulative[high] - cumulative[low]) * weight
+    return hit, gain
+
+
+def ranking_sums(
+    preds: Tensor, target: Tensor, indexes: Tensor, ks: Sequence[int], ties: str = "pessimistic"
+) -> RankingSums:
     """Ranking statistics of flat candidate lists grouped by request id.
 
     Args:
@@ -162,14 +217,18 @@ def ranking_sums(preds: Tensor, target: Tensor, indexes: Tensor, ks: Sequence[in
         target: 0/1 (or bool) label of each candidate, ``[N]``.
         indexes: Request id of each candidate, integer ``[N]``; candidates of a request need not be contiguous.
         ks: Cut-offs ``K``, each a positive integer; a ``K`` larger than a request's list counts every candidate.
+        ties: ``pessimistic`` (positives after negatives among equal scores) or ``expected`` (the mean over
+            all orderings of tied candidates).
 
     Returns:
         The additive statistics of every counted request (see the module docstring for the rules).
 
     Raises:
-        ValueError: On shape mismatch, non-float ``preds``, NaN scores, non-0/1 labels or non-integer ids.
+        ValueError: On shape mismatch, non-float ``preds``, NaN scores, non-0/1 labels, non-integer ids or an
+            unknown ``ties``.
     """
     ks = _check_ks(ks)
+    _check_ties(ties)
     if preds.dim() != 1 or preds.shape != target.shape or preds.shape != indexes.shape:
         raise ValueError(
             f"preds, target and indexes must be 1-D of equal length; got {tuple(preds.shape)}, "
@@ -194,10 +253,15 @@ def ranking_sums(preds: Tensor, target: Tensor, indexes: Tensor, ks: Sequence[in
     group = torch.repeat_interleave(torch.arange(counts.shape[0], device=device), counts)
     starts = counts.cumsum(0) - counts
     rank = torch.arange(preds.shape[0], device=device) - starts[group]
+    if ties == "expected":
+        start, size = _tie_blocks(rank, group, preds[order])
+        return _sums_from_ranks(start, positive[order], group, counts, ks, size)
     return _sums_from_ranks(rank, positive[order], group, counts, ks)
 
 
-def ranking_sums_padded(preds: Tensor, target: Tensor, mask: Tensor, ks: Sequence[int]) -> RankingSums:
+def ranking_sums_padded(
+    preds: Tensor, target: Tensor, mask: Tensor, ks: Sequence[int], ties: str = "pessimistic"
+) -> RankingSums:
     """Ranking statistics of padded candidate lists, one request per row.
 
     Args:
@@ -206,15 +270,17 @@ def ranking_sums_padded(preds: Tensor, target: Tensor, mask: Tensor, ks: Sequenc
         target: 0/1 (or bool) labels, ``[B, C]``; ignored under padding.
         mask: Boolean ``[B, C]``, ``True`` on real candidates.
         ks: Cut-offs ``K``, each a positive integer.
+        ties: ``pessimistic`` or ``expected`` (see :func:`ranking_sums`).
 
     Returns:
         The additive statistics of every counted row (see the module docstring for the rules).
 
     Raises:
         ValueError: On shape mismatch, a non-bool mask, non-float ``preds``, NaN scores or non-0/1 labels on
-            real candidates.
+            real candidates, or an unknown ``ties``.
     """
     ks = _check_ks(ks)
+    _check_ties(ties)
     if preds.dim() != 2 or preds.shape != target.shape or preds.shape != mask.shape:
         raise ValueError(
             f"preds, target and mask must all be [B, C]; got {tuple(preds.shape)}, {tuple(target.shape)}, "
@@ -235,6 +301,9 @@ def ranking_sums_padded(preds: Tensor, target: Tensor, mask: Tensor, ks: Sequenc
     rows, width = preds.shape
     rank = torch.arange(width, device=preds.device).expand(rows, width)[real]
     group = torch.arange(rows, device=preds.device).unsqueeze(1).expand(rows, width)[real]
+    if ties == "expected":
+        start, size = _tie_blocks(rank, group, scores.gather(1, order)[real])
+        return _sums_from_ranks(start, positive.gather(1, order)[real], group, mask.sum(1), ks, size)
     return _sums_from_ranks(rank, positive.gather(1, order)[real], group, mask.sum(1), ks)
 
 

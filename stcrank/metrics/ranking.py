@@ -16,7 +16,7 @@ from torchmetrics import Metric, MetricCollection
 from torchmetrics.classification import BinaryAUROC
 from torchmetrics.utilities.data import dim_zero_cat
 
-from stcrank.metrics.functional import _binary_labels, _check_ks, log_loss_sums, ranking_sums_padded
+from stcrank.metrics.functional import _binary_labels, _check_ks, _check_ties, log_loss_sums, ranking_sums_padded
 from stcrank.metrics.retrieval import retrieval_sums
 
 __all__ = [
@@ -45,9 +45,11 @@ class _RankingSumsMetric(Metric):
     higher_is_better = True
     full_state_update = False
 
-    def __init__(self, ks: Sequence[int]) -> None:
+    def __init__(self, ks: Sequence[int], ties: str = "pessimistic") -> None:
         super().__init__()
         self.ks = tuple(_check_ks(ks))
+        _check_ties(ties)
+        self.ties = ties
         size = len(self.ks)
         for name in ("hits", "dcg", "ndcg_sum", "recall_sum"):
             self.add_state(name, default=torch.zeros(size, dtype=torch.float64), dist_reduce_fx="sum")
@@ -62,7 +64,7 @@ class _RankingSumsMetric(Metric):
             target: 0/1 labels, ``[B, C]``.
             mask: Bool ``[B, C]``, ``True`` on real candidates.
         """
-        sums = ranking_sums_padded(preds, target, mask, self.ks)
+        sums = ranking_sums_padded(preds, target, mask, self.ks, self.ties)
         self.hits += sums.hits
         self.dcg += sums.dcg
         self.ndcg_sum += sums.ndcg_sum
@@ -81,14 +83,16 @@ class StageCandidateMetrics(_RankingSumsMetric):
     * ``norm_ndcg@K``: standard NDCG@K averaged over requests;
     * ``norm_recall@K``: standard Recall@K averaged over requests.
 
-    Only requests with ``0 < #pos < #candidates`` count; ties are pessimistic.
+    Only requests with ``0 < #pos < #candidates`` count; ties are pessimistic unless ``ties="expected"``.
 
     Args:
         ks: Cut-offs, RecFlow's stage-candidate evaluation uses 50, 100 and 200.
+        ties: ``pessimistic`` (positives after negatives among equal scores) or ``expected`` (the mean over all
+            orderings of tied candidates), see :mod:`stcrank.metrics.functional`.
     """
 
-    def __init__(self, ks: Sequence[int] = (50, 100, 200)) -> None:
-        super().__init__(ks)
+    def __init__(self, ks: Sequence[int] = (50, 100, 200), ties: str = "pessimistic") -> None:
+        super().__init__(ks, ties)
 
     def compute(self) -> dict[str, Tensor]:
         """Return every metric at every cut-off, keyed ``"{name}@{K}"``."""

@@ -672,7 +672,9 @@ def _markdown(result: Mapping[str, Any]) -> str:
         "|---|---|---|",
     ]
     for name, info in result["rows"].items():
-        aucs = ", ".join(f"{k.removeprefix('val/')}={v:.3f}" for k, v in info["val"].items() if "auc" in k)
+        aucs = ", ".join(
+            f"{k.removeprefix('val/')}={v:.3f}" for k, v in info["val"].items() if "auc" in k and "_excluded" not in k
+        )
         weights = ", ".join(f"{k}={v:.3g}" for k, v in info["ensemble"].items())
         tuned = " (tuned)" if "tune" in info else ""
         lines.append(f"| {name} | {aucs} | {weights}{tuned} |")

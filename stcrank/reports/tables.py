@@ -121,8 +121,15 @@ def metric_scale(metric: str, percent: bool) -> float:
 
 
 def metric_label(metric: str) -> str:
-    """A column header: ``recflow_recall@100`` -> ``Recall@100``, ``auc`` -> ``AUC``, ``logloss`` -> ``LogLoss``."""
-    fixed = {"auc": "AUC", "logloss": "LogLoss", "gauc": "GAUC", "uauc": "UAUC"}
+    """A column header: ``recflow_recall@100`` -> ``Recall@100``, ``gauc_user`` -> ``GAUC (user)``."""
+    fixed = {
+        "auc": "AUC",
+        "logloss": "LogLoss",
+        "gauc": "GAUC",
+        "uauc": "UAUC",
+        "gauc_user": "GAUC (user)",
+        "gauc_request": "GAUC (request)",
+    }
     if metric.lower() in fixed:
         return fixed[metric.lower()]
     match = re.fullmatch(r"recflow_(recall|ndcg)@(\d+)", metric)

@@ -16,6 +16,7 @@ from stcrank.checks import TASK, check_non_negative, check_positive
 from stcrank.errors import ConfigError
 from stcrank.metrics.ranking import BinaryAUC
 from stcrank.tasks.base import BaseTask, require_feature_sizes
+from stcrank.tasks.group_metrics import GROUPINGS, log_group_aucs, make_group_aucs, update_group_aucs
 from stcrank.tasks.predictions import prediction_rows
 
 ID_KEYS: tuple[str, ...] = ("request_id", "session_id", "position")
@@ -54,8 +55,10 @@ class MultiTaskRankingTask(BaseTask):
     mask and weight of each task read from the batch (``label_<t>``, ``mask_<t>``, ``weight_<t>``, see
     :mod:`stcrank.data.eshop.datamodule`). Evaluation logs ``val/auc_<t>`` and ``test/auc_<t>`` (AUC of the
     task's prediction on its samples: mask true and weight above 0; NaN when those labels are all of one class),
-    their sum ``val/auc_sum`` and ``val/loss``. Training logs ``train/loss`` (per step and per epoch), each
-    task's part ``train/loss_<t>`` and the epoch's ``train/auc_<t>`` (binned).
+    their sum ``val/auc_sum`` and ``val/loss``, and beside each AUC the impression-weighted per-user and
+    per-request GAUC ``gauc_user_<t>`` / ``gauc_request_<t>`` with the number of single-class users or requests
+    left out (``gauc_user_excluded_<t>``, ``gauc_request_excluded_<t>``). Training logs ``train/loss`` (per step
+    and per epoch), each task's part ``train/loss_<t>`` and the epoch's ``train/auc_<t>`` (binned).
 
     When training starts, the heads and the data module's labels must match one to one, and every head needs
     training samples of both classes: a head without labels, labels without a head, or a constant label stop
@@ -107,12 +110,16 @@ class MultiTaskRankingTask(BaseTask):
         self.predictions_path = predictions_path
         self.val_auc = nn.ModuleDict({task: BinaryAUC() for task in self.tasks})
         self.test_auc = nn.ModuleDict({task: BinaryAUC() for task in self.tasks})
+        self.val_gauc = nn.ModuleDict({task: make_group_aucs() for task in self.tasks})
+        self.test_gauc = nn.ModuleDict({task: make_group_aucs() for task in self.tasks})
         self.train_auc = nn.ModuleDict({task: BinaryAUROC(thresholds=TRAIN_AUC_THRESHOLDS) for task in self.tasks})
         self._predicted: list[dict[str, Tensor]] = []
 
     def metric_sets(self) -> dict[str, list[str]]:
         """Every metric is over the data module's samples of the split (e-shop page views or exposures)."""
-        return {"samples": [*(f"auc_{task}" for task in self.tasks), "auc_sum", "loss"]}
+        parts = ("", "_excluded")
+        gauc = [f"gauc_{grouping}{part}_{task}" for task in self.tasks for grouping in GROUPINGS for part in parts]
+        return {"samples": [*(f"auc_{task}" for task in self.tasks), *gauc, "auc_sum", "loss"]}
 
     def describe_loss(self) -> str:
         """The masked BCE of the heads."""
@@ -169,7 +176,9 @@ class MultiTaskRankingTask(BaseTask):
                 self.log(f"train/auc_{task}", self.train_auc[task], on_step=False, on_epoch=True, batch_size=size)
         return loss
 
-    def _evaluation_step(self, metrics: nn.ModuleDict, prefix: str, batch: dict[str, Tensor]) -> None:
+    def _evaluation_step(
+        self, metrics: nn.ModuleDict, groups: nn.ModuleDict, prefix: str, batch: dict[str, Tensor]
+    ) -> None:
         self._check_batch(batch)
         logits = self.network(batch)
         loss, _ = self._loss(logits, batch)
@@ -178,7 +187,9 @@ class MultiTaskRankingTask(BaseTask):
         for task in self.tasks:
             keep = batch[f"mask_{task}"] & (batch[f"weight_{task}"] > 0)
             if bool(keep.any()):
-                metrics[task].update(torch.sigmoid(logits[task][keep]), batch[f"label_{task}"][keep].long())
+                probability, label = torch.sigmoid(logits[task][keep]), batch[f"label_{task}"][keep].long()
+                metrics[task].update(probability, label)
+                update_group_aucs(groups[task], batch, probability, label, keep)
             # Metric objects are logged from the step: Lightning computes and resets them at the epoch's end.
             self.log(f"{prefix}/auc_{task}", metrics[task], batch_size=size)
 
@@ -195,19 +206,23 @@ class MultiTaskRankingTask(BaseTask):
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         """Accumulate the validation loss and per-task AUCs."""
-        self._evaluation_step(self.val_auc, "val", batch)
+        self._evaluation_step(self.val_auc, self.val_gauc, "val", batch)
 
     def on_validation_epoch_end(self) -> None:
-        """Log the sum of the validation AUCs (the default checkpoint monitor)."""
+        """Log the sum of the validation AUCs (the default checkpoint monitor) and each head's GAUCs."""
         self._log_sum(self.val_auc, "val")
+        for task in self.tasks:
+            log_group_aucs(self, self.val_gauc[task], "val/", f"_{task}")
 
     def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         """Accumulate the test loss and per-task AUCs."""
-        self._evaluation_step(self.test_auc, "test", batch)
+        self._evaluation_step(self.test_auc, self.test_gauc, "test", batch)
 
     def on_test_epoch_end(self) -> None:
-        """Log the sum of the test AUCs."""
+        """Log the sum of the test AUCs and each head's GAUCs."""
         self._log_sum(self.test_auc, "test")
+        for task in self.tasks:
+            log_group_aucs(self, self.test_gauc[task], "test/", f"_{task}")
 
     def predict_probabilities(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """Predicted probability of every task, of the batch columns' shape."""

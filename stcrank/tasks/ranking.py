@@ -12,11 +12,13 @@ from torchmetrics.classification import BinaryAUROC
 
 from stcrank.checks import TASK, check_not_empty, check_positive
 from stcrank.errors import ConfigError
+from stcrank.metrics.functional import TIE_RULES
 from stcrank.metrics.ranking import BinaryAUC, BinaryLogLoss, StageCandidateMetrics
 from stcrank.models.base import RankingNetwork
 from stcrank.options import resolve_plugin
 from stcrank.plugins import Loss
 from stcrank.tasks.base import BaseTask, require_feature_sizes
+from stcrank.tasks.group_metrics import log_group_aucs, make_group_aucs, update_group_aucs
 from stcrank.tasks.predictions import head_name, prediction_rows
 
 EXPOSURES, CANDIDATES = 0, 1
@@ -51,8 +53,11 @@ class RankingTask(BaseTask):
     Training logs ``train/loss`` (per step and per epoch) and, on point-wise batches, the epoch's ``train/auc``
     (binned into :data:`TRAIN_AUC_THRESHOLDS` thresholds).
 
-    Evaluation takes two dataloaders: index 0 yields exposures (AUC and LogLoss), index 1 yields requests with
-    their stage candidates (Recall@K and NDCG@K over the candidates). Two families of list metrics are logged:
+    Evaluation takes two dataloaders: index 0 yields exposures (AUC and LogLoss, and beside the AUC the
+    impression-weighted per-user and per-request GAUC ``gauc_user`` / ``gauc_request`` with the number of
+    single-class users or requests they leave out, ``gauc_user_excluded`` / ``gauc_request_excluded``), index 1
+    yields requests with their stage candidates (Recall@K and NDCG@K over the candidates). Two families of list
+    metrics are logged:
 
     - ``recflow_recall@K`` / ``recflow_ndcg@K``: RecFlow's own definitions, micro-averaged over positives;
       ``recflow_ndcg`` has no ideal-DCG normalisation (the mean DCG gain per positive), as in the paper.
@@ -70,6 +75,9 @@ class RankingTask(BaseTask):
         feature_sizes: Embedding-table sizes by feature name; linked from the data module by the command line.
         list_target: Batch key of the list-wise target: ``candidate_stage`` (cascade priority) or
             ``candidate_slot`` (slot code, for the rank-stage FS-LTR groups).
+        ties: How tied candidate scores rank in Recall@K/NDCG@K: ``pessimistic`` (positives after negatives, the
+            default: constant scores never gain) or ``expected`` (the expected value over all orderings of tied
+            candidates).
     """
 
     monitor = "val/auc"
@@ -84,11 +92,15 @@ class RankingTask(BaseTask):
         ks: list[int] | None = None,
         feature_sizes: dict[str, int] | None = None,
         list_target: str = "candidate_stage",
+        ties: str = "pessimistic",
     ) -> None:
         super().__init__()
         feature_sizes = require_feature_sizes("RankingTask", feature_sizes)
         check_positive("RankingTask", TASK, lr=lr, ks=ks)
         check_not_empty("RankingTask", TASK, ks=ks)
+        if ties not in TIE_RULES:
+            raise ConfigError(f"--model.ties {ties}: unknown; choose one of {list(TIE_RULES)}")
+        self.ties = ties
         self.save_hyperparameters(ignore=["network", "loss", "optimizer"])
         self.network = network(feature_sizes)
         self.loss = resolve_plugin("losses", loss, "--model.loss")
@@ -105,7 +117,8 @@ class RankingTask(BaseTask):
     def metric_sets(self) -> dict[str, list[str]]:
         """AUC and LogLoss over the exposures; Recall@K and NDCG@K over each request's stage candidates."""
         lists = [f"{name}@{k}" for name in ("recall", "ndcg", "recflow_recall", "recflow_ndcg") for k in self.ks]
-        return {"exposures": ["auc", "logloss"], "stage candidates": lists}
+        gauc = ["gauc_user", "gauc_user_excluded", "gauc_request", "gauc_request_excluded"]
+        return {"exposures": ["auc", *gauc, "logloss"], "stage candidates": lists}
 
     def setup(self, stage: str) -> None:
         """Name the prediction head after the data's label; before training, check the loss fits the batches."""
@@ -119,7 +132,8 @@ class RankingTask(BaseTask):
         return nn.ModuleDict(
             {
                 "exposures": MetricCollection({"auc": BinaryAUC(), "logloss": BinaryLogLoss()}, prefix=prefix),
-                "candidates": StageCandidateMetrics(self.ks),
+                "candidates": StageCandidateMetrics(self.ks, self.ties),
+                "groups": make_group_aucs(),
             }
         )
 
@@ -167,7 +181,9 @@ class RankingTask(BaseTask):
             # Metric objects logged from the step: Lightning computes, syncs across processes and resets them at
             # the end of the epoch.
             group = metrics["exposures"]
-            group.update(torch.sigmoid(self.network(batch)), batch["label"].long())
+            probability, label = torch.sigmoid(self.network(batch)), batch["label"].long()
+            group.update(probability, label)
+            update_group_aucs(metrics["groups"], batch, probability, label)
             self.log_dict(group, add_dataloader_idx=False, batch_size=batch["label"].shape[0])
         else:
             # A dict-valued metric: accumulated here, computed and logged at the end of the epoch.
@@ -196,16 +212,18 @@ class RankingTask(BaseTask):
         self._evaluation_step(self.val_metrics, batch, dataloader_idx)
 
     def on_validation_epoch_end(self) -> None:
-        """Log the validation Recall@K/NDCG@K of the stage candidates (AUC/LogLoss are logged by Lightning)."""
+        """Log the validation GAUCs and Recall@K/NDCG@K (AUC/LogLoss are logged by Lightning)."""
         self._log_candidates(self.val_metrics["candidates"], "val/")
+        log_group_aucs(self, self.val_metrics["groups"], "val/")
 
     def test_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
         """Accumulate test metrics."""
         self._evaluation_step(self.test_metrics, batch, dataloader_idx)
 
     def on_test_epoch_end(self) -> None:
-        """Log the test Recall@K/NDCG@K of the stage candidates (AUC/LogLoss are logged by Lightning)."""
+        """Log the test GAUCs and Recall@K/NDCG@K (AUC/LogLoss are logged by Lightning)."""
         self._log_candidates(self.test_metrics["candidates"], "test/")
+        log_group_aucs(self, self.test_metrics["groups"], "test/")
 
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Tensor]:
         """One row per scored item: ``request_id``, ``item_id``, ``pred_<head>``, ``label_<head>``, ``mask_<head>``.

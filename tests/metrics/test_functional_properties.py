@@ -313,3 +313,88 @@ def test_log_loss_rejects_nan_and_non_binary_labels():
         binary_log_loss(torch.tensor([0.5, 0.5]), torch.tensor([1.0, float("nan")]))
     with pytest.raises(ValueError, match="0/1"):
         binary_log_loss(torch.tensor([0.5, 0.5]), torch.tensor([1, 3]))
+
+
+def _orderings_by_score(scores: list[float]) -> list[tuple[int, ...]]:
+    """Every ordering of the candidates that sorts them by score, descending (ties in every order)."""
+    import itertools
+
+    return [
+        perm
+        for perm in itertools.permutations(range(len(scores)))
+        if all(scores[a] >= scores[b] for a, b in itertools.pairwise(perm))
+    ]
+
+
+def _expected_reference(requests: list[tuple[list[float], list[int]]], k: int) -> dict[str, float]:
+    """RecFlow and normalised metrics averaged over every tie ordering of every request (brute force)."""
+    hits = dcg = ndcg_sum = recall_sum = 0.0
+    positives = counted = 0
+    for scores, labels in requests:
+        n_pos = sum(labels)
+        if not 0 < n_pos < len(labels):
+            continue
+        orderings = _orderings_by_score(scores)
+        request_hits = request_dcg = 0.0
+        for perm in orderings:
+            for position, candidate in enumerate(perm):
+                if labels[candidate] and position < k:
+                    request_hits += 1.0 / len(orderings)
+                    request_dcg += 1.0 / math.log2(position + 2) / len(orderings)
+        ideal = sum(1.0 / math.log2(r + 2) for r in range(min(n_pos, k)))
+        hits, dcg = hits + request_hits, dcg + request_dcg
+        ndcg_sum += request_dcg / ideal
+        recall_sum += request_hits / n_pos
+        positives += n_pos
+        counted += 1
+    return {"hits": hits, "dcg": dcg, "ndcg_sum": ndcg_sum, "recall_sum": recall_sum, "positives": positives}
+
+
+TIED_REQUEST = st.integers(1, 6).flatmap(
+    lambda n: st.tuples(
+        st.lists(st.sampled_from([0.0, 0.5, 1.0, INF]), min_size=n, max_size=n),
+        st.lists(st.integers(0, 1), min_size=n, max_size=n),
+    )
+)
+
+
+@settings(max_examples=120, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(TIED_REQUEST, min_size=1, max_size=4), st.integers(1, 7))
+def test_expected_ties_equal_the_mean_over_all_tie_orderings(requests, k):
+    expected = _expected_reference(requests, k)
+    preds = torch.tensor([s for scores, _ in requests for s in scores], dtype=torch.float32)
+    target = torch.tensor([y for _, labels in requests for y in labels])
+    indexes = torch.tensor([i for i, (scores, _) in enumerate(requests) for _ in scores])
+    flat = ranking_sums(preds, target, indexes, [k], ties="expected")
+    width = max(len(scores) for scores, _ in requests)
+    padded_preds = torch.full((len(requests), width), float("nan"))
+    padded_target = torch.zeros(len(requests), width, dtype=torch.long)
+    mask = torch.zeros(len(requests), width, dtype=torch.bool)
+    for row, (scores, labels) in enumerate(requests):
+        padded_preds[row, : len(scores)] = torch.tensor(scores)
+        padded_target[row, : len(labels)] = torch.tensor(labels)
+        mask[row, : len(scores)] = True
+    padded = ranking_sums_padded(padded_preds, padded_target, mask, [k], ties="expected")
+    for sums in (flat, padded):
+        assert int(sums.num_positives) == expected["positives"]
+        for name in ("hits", "dcg", "ndcg_sum", "recall_sum"):
+            assert float(getattr(sums, name)[0]) == pytest.approx(expected[name], abs=1e-9), name
+
+
+def test_expected_ties_hand_values_and_the_gap_to_pessimistic():
+    # One request, all four candidates tied, one positive: pessimistic puts it last (rank 3); expected averages
+    # ranks 0..3: recall@2 = 2/4, DCG@2 = (1 + 1/log2 3) / 4.
+    preds, target, indexes = torch.zeros(4), torch.tensor([0, 1, 0, 0]), torch.zeros(4, dtype=torch.long)
+    expected = ranking_sums(preds, target, indexes, [2], ties="expected")
+    pessimistic = ranking_sums(preds, target, indexes, [2])
+    assert float(expected.hits[0]) == pytest.approx(0.5)
+    assert float(expected.dcg[0]) == pytest.approx((1 + 1 / math.log2(3)) / 4)
+    assert float(pessimistic.hits[0]) == 0.0
+    # Distinct scores: both rules agree.
+    distinct = torch.tensor([0.4, 0.9, 0.1, 0.3])
+    for name in ("hits", "dcg", "ndcg_sum", "recall_sum"):
+        a = getattr(ranking_sums(distinct, target, indexes, [1, 2, 9], ties="expected"), name)
+        b = getattr(ranking_sums(distinct, target, indexes, [1, 2, 9]), name)
+        assert torch.allclose(a, b, atol=1e-12), name
+    with pytest.raises(ValueError, match="ties must be one of"):
+        ranking_sums(preds, target, indexes, [2], ties="optimistic")

@@ -183,3 +183,17 @@ def test_binary_auc_takes_bool_integer_and_float_labels_alike():
 def test_binary_auc_refuses_shapes_that_differ():
     with pytest.raises(ValueError, match=r"BinaryAUC: preds and target must have the same shape; got \(4,\), \(3,\)"):
         BinaryAUC().update(torch.rand(4), torch.tensor([0, 1, 0]))
+
+
+def test_stage_candidate_metrics_with_expected_ties():
+    # Row: four tied candidates, one positive -> expected recall@2 = 1/2; pessimistic = 0.
+    preds = torch.zeros(1, 5)
+    target = torch.tensor([[0, 1, 0, 0, 0]])
+    mask = torch.tensor([[True, True, True, True, False]])
+    expected, pessimistic = StageCandidateMetrics(ks=(2,), ties="expected"), StageCandidateMetrics(ks=(2,))
+    expected.update(preds, target, mask)
+    pessimistic.update(preds, target, mask)
+    assert expected.compute()["recall@2"].item() == pytest.approx(0.5)
+    assert pessimistic.compute()["recall@2"].item() == 0.0
+    with pytest.raises(ValueError, match="ties"):
+        StageCandidateMetrics(ties="random")

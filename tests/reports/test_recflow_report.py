@@ -301,7 +301,9 @@ def test_report_runs_the_din_baseline_for_two_seeds(tmp_path, recflow_store):
     # Testing with the fitted Trainer (the quick preset's way) gives the metrics of `stcrank test`.
     spec = RunSpec(DIN_BASELINE, 0, recflow_store)
     metrics, _ = ExperimentRunner(tmp_path / "reuse", reuse_fit=True)(spec, "reuse")
-    assert metrics == pytest.approx(results[0]["metrics"], rel=1e-6)
+    # The in-memory and the reloaded model may differ in the last float32 bit of a score; on a test day of ~1e6
+    # (positive, negative) pairs, one near-tied pair flipping moves the AUC by ~1e-6.
+    assert metrics == pytest.approx(results[0]["metrics"], rel=1e-6, abs=5e-6)
 
 
 def test_saturated_metrics_are_left_out_of_findings():

@@ -61,6 +61,31 @@ def test_mmoe_recovers_the_ground_truth_ordering(trained):
     assert metrics["val/auc_sum"] == pytest.approx(sum(metrics[f"val/auc_{t}"] for t in ("cvr", "vtr", "sdr")))
 
 
+def test_logged_gaucs_equal_the_functional_gauc_of_the_predictions(trained):
+    from stcrank.metrics.gauc import group_auc
+
+    task, dm, trainer, _, _ = trained
+    metrics = trainer.validate(task, datamodule=dm, verbose=False)[0]
+    task.eval()
+    columns: dict[str, list[torch.Tensor]] = {}
+    with torch.no_grad():
+        for batch in dm.val_dataloader():
+            probability = task.predict_probabilities(batch)
+            for name in task.tasks:
+                keep = batch[f"mask_{name}"] & (batch[f"weight_{name}"] > 0)
+                columns.setdefault(f"p_{name}", []).append(probability[name][keep])
+                columns.setdefault(f"y_{name}", []).append(batch[f"label_{name}"][keep].long())
+                columns.setdefault(f"user_{name}", []).append(batch["user_id"][keep])
+                columns.setdefault(f"request_{name}", []).append(batch["request_id"][keep])
+    flat = {key: torch.cat(parts) for key, parts in columns.items()}
+    for name in task.tasks:
+        for grouping in ("user", "request"):
+            expected = group_auc(flat[f"p_{name}"], flat[f"y_{name}"], flat[f"{grouping}_{name}"])
+            assert 0 < float(expected.gauc) < 1
+            assert metrics[f"val/gauc_{grouping}_{name}"] == pytest.approx(float(expected.gauc), abs=1e-6)
+            assert metrics[f"val/gauc_{grouping}_excluded_{name}"] == float(expected.num_excluded)
+
+
 def test_predict_writes_the_cached_predictions_file(trained):
     task, dm, trainer, path, _ = trained
     trainer.predict(task, datamodule=dm)
@@ -94,7 +119,8 @@ def test_ddp_masked_aucs_equal_one_process(eshop_store, tmp_path):
     rows = list(csv.DictReader(next(root.rglob("metrics.csv")).open()))
     ddp = {key: float(value) for row in rows for key, value in row.items() if key.startswith("test/") and value}
     assert {"test/auc_cvr", "test/auc_vtr", "test/auc_sum"} <= set(single) and set(single) == set(ddp)
-    for name in ("test/auc_cvr", "test/auc_vtr", "test/auc_sum"):
+    assert {"test/gauc_user_cvr", "test/gauc_request_vtr"} <= set(single)
+    for name in ("test/auc_cvr", "test/auc_vtr", "test/auc_sum", "test/gauc_user_cvr", "test/gauc_request_vtr"):
         assert ddp[name] == pytest.approx(single[name], abs=1e-6), name
     # the loss is a mean of per-batch means: batches differ between one and two processes
     assert ddp["test/loss"] == pytest.approx(single["test/loss"], rel=0.02)

@@ -59,6 +59,8 @@ def _test_day_predictions(task, data) -> tuple[dict[str, torch.Tensor], dict[str
     with torch.no_grad():
         probability = torch.cat([torch.sigmoid(task.network(batch)) for batch in exposures])
         label = torch.cat([batch["label"] for batch in exposures]).long()
+        user = torch.cat([batch["user"][:, 0] for batch in exposures])
+        request_id = torch.cat([batch["request_id"] for batch in exposures])
         scores, target, request, offset = [], [], [], 0
         for batch in candidates:
             mask = batch["candidate_mask"]
@@ -68,7 +70,7 @@ def _test_day_predictions(task, data) -> tuple[dict[str, torch.Tensor], dict[str
             request.append(rows[mask])
             offset += mask.shape[0]
     flat = {"preds": torch.cat(scores), "target": torch.cat(target), "indexes": torch.cat(request)}
-    return {"preds": probability, "target": label}, flat
+    return {"preds": probability, "target": label, "user": user, "request": request_id}, flat
 
 
 @pytest.mark.slow
@@ -76,12 +78,17 @@ def test_logged_test_metrics_equal_the_functional_metrics_of_the_predictions(tra
     from torchmetrics.functional.classification import binary_auroc
 
     from stcrank.metrics import functional as F
+    from stcrank.metrics.gauc import group_auc
 
     exposures, candidates = _test_day_predictions(trained["task"], trained["data"])
     expected = {
         "test/auc": binary_auroc(exposures["preds"], exposures["target"]),
         "test/logloss": F.binary_log_loss(exposures["preds"], exposures["target"]),
     }
+    for grouping in ("user", "request"):
+        gauc = group_auc(exposures["preds"], exposures["target"], exposures[grouping])
+        expected[f"test/gauc_{grouping}"] = gauc.gauc
+        expected[f"test/gauc_{grouping}_excluded"] = gauc.num_excluded
     for k in trained["task"].ks:
         expected[f"test/recflow_recall@{k}"] = F.recflow_recall(**candidates, k=k)
         expected[f"test/recflow_ndcg@{k}"] = F.recflow_ndcg(**candidates, k=k)
@@ -90,6 +97,7 @@ def test_logged_test_metrics_equal_the_functional_metrics_of_the_predictions(tra
     logged = trained["metrics"]
     assert set(logged) == set(expected)
     assert 0 < float(expected["test/recflow_recall@50"]) < 1  # the comparison is not between trivial values
+    assert 0 < float(expected["test/gauc_user"]) < 1 and float(expected["test/gauc_request_excluded"]) > 0
     for name, value in expected.items():
         assert float(logged[name]) == pytest.approx(float(value), abs=1e-6), name
 
@@ -283,3 +291,22 @@ def test_predict_of_the_coarse_ranker_writes_its_rows(recflow_store, tmp_path):
     ]
     stages = set(table.column("stage").to_pylist())
     assert 2 in stages  # coarse_neg candidates are part of the coarse ranker's inference space
+
+
+def test_expected_ties_option_reaches_the_candidate_metrics(recflow_store, tmp_path):
+    from stcrank.errors import ConfigError
+
+    args = _fit_args(EXPERIMENT, recflow_store, tmp_path)
+    # In process jsonargparse wraps the ConfigError; the command line prints its one line (tests/test_cli.py).
+    with pytest.raises((ConfigError, ValueError), match=r"--model\.ties random: unknown; choose one of"):
+        main([*args, "--model.ties", "random", "--trainer.fast_dev_run=true"])
+    test_args = ["test", *args[1:], "--untrained=true", "--trainer.logger=false"]
+    metrics = {}
+    for ties in ("pessimistic", "expected"):
+        tested = main([*test_args, f"--model.ties={ties}"])
+        assert tested.model.test_metrics["candidates"].ties == ties
+        metrics[ties] = {k: float(v) for k, v in tested.trainer.callback_metrics.items()}
+    # Untrained float scores hardly tie: the two rules agree to rounding, and both were computed.
+    assert metrics["expected"]["test/recflow_recall@50"] == pytest.approx(
+        metrics["pessimistic"]["test/recflow_recall@50"]
+    )

@@ -19,7 +19,8 @@ from stcrank.checks import DATA, check_non_negative, check_positive
 from stcrank.data.base import BaseDataModule
 from stcrank.data.recflow.batching import DayBatches, DayBatchSampler, SampleKind
 from stcrank.data.recflow.collate import CandidateDay, ExposureDay
-from stcrank.data.recflow.schema import RANK_CANDIDATE_STAGES, STAGE_CODE
+from stcrank.data.recflow.official_candidates import OfficialCandidateDay, check_label_fits
+from stcrank.data.recflow.schema import COARSE_CANDIDATE_STAGES, OTHERS_DIR, RANK_CANDIDATE_STAGES, STAGE_CODE
 from stcrank.data.recflow.store import DayPart, RecFlowStore, StageLists, read_manifest
 from stcrank.data.resumable import ResumableDataLoader
 from stcrank.errors import ConfigError
@@ -112,6 +113,20 @@ def _unit_requests(
     return requests(store, unit)
 
 
+def _official_request_count(store: RecFlowStore, day: str, name: str) -> int:
+    return OfficialCandidateDay.num_rows(store, day, name)
+
+
+TEST_SOURCES: tuple[str, ...] = ("auto", "official", "stage_rows")
+"""Choices of ``--data.test_source``."""
+
+OFFICIAL_TEST_OF_STAGES: dict[frozenset[str], str] = {
+    frozenset(RANK_CANDIDATE_STAGES): "rank_test",
+    frozenset(COARSE_CANDIDATE_STAGES): "coarse_rank_test",
+}
+"""The official test file that holds the candidates of each stage's inference space."""
+
+
 class RecFlowDataModule(BaseDataModule):
     """RecFlow from stcrank's store: exposures for training, exposures and stage candidates for evaluation.
 
@@ -122,6 +137,10 @@ class RecFlowDataModule(BaseDataModule):
     * **Validation** (only when ``val_day`` is set) **and test**: two dataloaders; index 0 holds the day's
       exposures (point-wise: AUC, LogLoss), index 1 the day's requests with their ``candidate_stages`` candidates
       (Recall/NDCG over stage candidates). Nothing is dropped; under DDP each rank reads a disjoint contiguous block.
+      The test day's candidates come from the official test file of the candidate stages (``others/rank_test``
+      for the ranking stages, ``others/coarse_rank_test`` with ``coarse_neg``) when the store holds it, else from
+      the day's stage rows (``test_source``); the source used is logged and recorded as the hyperparameter
+      ``test_candidates_source``. Validation on the test day uses the same candidates as the test.
     * **Predict**: the test day's requests with their ``candidate_stages`` candidates (what a ranker scores for
       re-ranking); ``stcrank predict`` writes one row per candidate.
 
@@ -160,6 +179,11 @@ class RecFlowDataModule(BaseDataModule):
             features (user, context, behaviour sequence) are gathered and computed once (see the batch's
             ``request_slot``). Faster for networks with per-request work (DIN, DSSM), but the batches are no
             longer independent draws of samples as in the RecFlow protocol. Off by default.
+        test_source: Where the test day's stage candidates come from: ``official`` (the imported official test
+            file of the candidate stages: rank_test or coarse_rank_test), ``stage_rows`` (the test day's stage
+            rows of ``candidate_stages``), or ``auto`` (official when the store holds that file for its own test
+            day and the label can be computed from it, else stage rows). The official file is loaded whole
+            (``chunk_rows`` does not split it).
     """
 
     SAMPLE_LAYOUTS: ClassVar[dict[str, str]] = {"exposures": "point-wise", "requests": "lists"}
@@ -183,9 +207,14 @@ class RecFlowDataModule(BaseDataModule):
         chunk_rows: int | None = DEFAULT_CHUNK_ROWS,
         max_feature_size: int = DEFAULT_MAX_FEATURE_SIZE,
         group_requests: bool = False,
+        test_source: str = "auto",
     ) -> None:
         super().__init__()
         owner = type(self).__name__
+        if test_source not in TEST_SOURCES:
+            raise ConfigError(f"--data.test_source {test_source}: unknown; choose one of {list(TEST_SOURCES)}")
+        self.test_source = test_source
+        self.test_candidates_source: str | None = None
         check_positive(owner, DATA, batch_size=batch_size, eval_batch_size=eval_batch_size, chunk_rows=chunk_rows)
         check_positive(owner, DATA, max_candidates=max_candidates, max_feature_size=max_feature_size)
         check_non_negative(owner, DATA, num_workers=num_workers)
@@ -412,8 +441,91 @@ class RecFlowDataModule(BaseDataModule):
         """
         kinds = self.sample_kinds()
         exposures = self._loader([day], kinds["exposures"], self.eval_batch_size, False, rank, world_size)
-        requests = self._loader([day], self._candidate_kind(), self.eval_batch_size, False, rank, world_size)
+        official = self.official_test_name() if day == self.test_day else None
+        if official is None:
+            requests = self._loader([day], self._candidate_kind(), self.eval_batch_size, False, rank, world_size)
+        else:
+            requests = self._official_loader(official, rank, world_size)
         return [exposures, requests]
+
+    def official_test_name(self) -> str | None:
+        """The official test file the test day's candidates come from, or None for the stage rows.
+
+        Decides ``test_source`` once, logs the choice and records it as :attr:`test_candidates_source` (and as the
+        loggers' hyperparameter ``test_candidates_source``).
+
+        Raises:
+            ConfigError: With ``--data.test_source official`` when no official file can be used, saying why.
+        """
+        name, reason = self._official_test_choice()
+        if name is None and self.test_source == "official":
+            raise ConfigError(f"--data.test_source official: {reason}; use --data.test_source stage_rows")
+        if name is None:
+            source = "stage_rows"
+            logger.info("test candidates: the stage rows %s of %s (%s)", self.candidate_stages, self.test_day, reason)
+        else:
+            source = f"official {name} ({OTHERS_DIR}/{name}.parquet)"
+            logger.info("test candidates: the official test file %s/%s.parquet of %s", OTHERS_DIR, name, self.root)
+        if source != self.test_candidates_source:
+            self.test_candidates_source = source
+            trainer = getattr(self, "trainer", None)
+            for experiment_logger in getattr(trainer, "loggers", None) or []:
+                experiment_logger.log_hyperparams({"test_candidates_source": source})
+        return name
+
+    def _official_test_choice(self) -> tuple[str | None, str]:
+        """``(official file, "")`` when it can be used, else ``(None, why not)``."""
+        if self.test_source == "stage_rows":
+            return None, "--data.test_source stage_rows"
+        name = OFFICIAL_TEST_OF_STAGES.get(frozenset(self.candidate_stages))
+        if name is None:
+            return None, (
+                f"--data.candidate_stages {self.candidate_stages} are not the candidates of an official test file "
+                f"(rank_test: {list(RANK_CANDIDATE_STAGES)}; coarse_rank_test: {list(COARSE_CANDIDATE_STAGES)})"
+            )
+        manifest = read_manifest(self.root)
+        if name not in manifest.get("official_tests", {}):
+            return None, f"the store {self.root} holds no official {name} (the release had no others/{name}.feather)"
+        if self.test_day != manifest["test_day"]:
+            return None, (
+                f"--data.test_day {self.test_day} is not the store's test day {manifest['test_day']}, the day of "
+                f"the official {name}"
+            )
+        unfit = check_label_fits(self.store, name, self.label)
+        if unfit is not None:
+            return None, f"official {name}: {unfit}"
+        return name, ""
+
+    def _official_candidate_kind(self, name: str) -> SampleKind:
+        """The candidates of the official test file ``name`` (subclasses add to its batches, as to stage rows)."""
+        return SampleKind(
+            load=functools.partial(
+                OfficialCandidateDay,
+                label=self.label,
+                name=name,
+                max_candidates=self.max_candidates,
+                shuffle_candidates=self.shuffle_candidates,
+            ),
+            count=functools.partial(_official_request_count, name=name),
+        )
+
+    def _official_loader(self, name: str, rank: int | None, world_size: int | None) -> DataLoader:
+        if rank is None or world_size is None:
+            rank, world_size = self.distributed_rank()
+        kind = self._official_candidate_kind(name)
+        # The file is one unit: it is not split into parts of the day.
+        sizes = [kind.count(self.store, self.test_day)]
+        sampler = DayBatchSampler(
+            sizes, self.eval_batch_size, shuffle=False, seed=self.seed, rank=rank, world_size=world_size
+        )
+        return ResumableDataLoader(
+            DayBatches(self.root, [self.test_day], kind, seed=self.seed),
+            batch_size=None,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=False,
+        )
 
     def val_dataloader(self) -> list[DataLoader]:
         """Validation loaders on ``val_day`` (none when it is not set)."""

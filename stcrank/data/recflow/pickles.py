@@ -129,6 +129,28 @@ DICT_BATCH_ITEMS = 1000
 """Items per batch of a dict pickle (as Python's pickler writes them); also what :func:`iter_dict_pickle` yields."""
 
 
+NUMPY1_GLOBALS: tuple[tuple[str, str], ...] = (("numpy.core.multiarray", "_reconstruct"),)
+"""The numpy global of an array pickle whose numpy 2 module (``numpy._core``) differs from the numpy 1.x one the
+release's pickles name (``numpy.dtype`` and ``numpy.ndarray`` are the same in both)."""
+
+
+def _numpy1_preamble() -> tuple[bytes, dict[int, tuple[int, Any]]]:
+    """Pickle bytes that memoise each of :data:`NUMPY1_GLOBALS` under its numpy 1.x name, and the matching memo.
+
+    ``GLOBAL module name; BINPUT i; POP`` for each: the stack is left as it was, and a pickler given the memo writes
+    ``BINGET i`` wherever it would write the global, so the file names ``numpy.core.multiarray._reconstruct``
+    (not numpy 2's ``numpy._core.multiarray._reconstruct``) with the fast C pickler.
+    """
+    from numpy._core import multiarray
+
+    code, memo = b"", {}
+    for index, (module, name) in enumerate(NUMPY1_GLOBALS):
+        code += pickle.GLOBAL + f"{module}\n{name}\n".encode() + pickle.BINPUT + bytes([index]) + pickle.POP
+        obj = getattr(multiarray, name)
+        memo[id(obj)] = (index, obj)
+    return code, memo
+
+
 class DictPickleWriter:
     """Write one pickled ``dict`` incrementally, a batch of items at a time, with memory bounded by the batch.
 
@@ -137,6 +159,9 @@ class DictPickleWriter:
     ``STOP``. Protocol 3 is used because its memo puts carry explicit indices and it has no frames: each key and
     value is pickled by one :class:`pickle.Pickler` whose memo is cleared at every batch (so nothing of an earlier
     batch stays referenced), and the ``STOP`` that ends each of its dumps is overwritten by the next opcode.
+
+    numpy's globals are written under their numpy 1.x names (``numpy.core.multiarray._reconstruct``,
+    ``numpy.dtype``, ``numpy.ndarray``), as in the real release, whichever numpy writes them.
 
     Use as a context manager; the file is complete (and only then loadable) once the writer is closed.
 
@@ -149,6 +174,7 @@ class DictPickleWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = self.path.open("wb")
         self._pickler = pickle.Pickler(self._file, protocol=3)
+        self._preamble, self._memo = _numpy1_preamble()
         self._file.write(pickle.PROTO + b"\x03" + pickle.EMPTY_DICT)
         self.items = 0
 
@@ -161,7 +187,9 @@ class DictPickleWriter:
         batch = 0
         for key, value in items:
             if batch == 0:
-                self._pickler.clear_memo()
+                # A fresh memo per batch, seeded with numpy's globals under their numpy 1.x names.
+                self._file.write(self._preamble)
+                self._pickler.memo = dict(self._memo)
                 self._file.write(pickle.MARK)
             for obj in (key, value):
                 self._pickler.dump(obj)  # PROTO, obj, STOP

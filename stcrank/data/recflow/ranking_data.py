@@ -104,6 +104,8 @@ class RecFlowRankingDataModule(RecFlowDataModule):
         competing_size: Competing items per behaviour.
         group_requests: Shuffle whole requests in training (see :class:`RecFlowDataModule`); for the exposures,
             extra-negatives and auxiliary-exposures kinds.
+        test_source: Where the test day's candidates come from: ``auto``, ``official`` or ``stage_rows`` (see
+            :class:`RecFlowDataModule`).
     """
 
     SAMPLE_LAYOUTS: ClassVar[dict[str, str]] = {
@@ -138,6 +140,7 @@ class RecFlowRankingDataModule(RecFlowDataModule):
         competing_stage: str | None = None,
         competing_size: int = 10,
         group_requests: bool = False,
+        test_source: str = "auto",
     ) -> None:
         # Set before the parent's constructor: it validates sample_kind through sample_kinds().
         self.negative_sampler = (
@@ -177,6 +180,7 @@ class RecFlowRankingDataModule(RecFlowDataModule):
             chunk_rows=chunk_rows,
             max_feature_size=max_feature_size,
             group_requests=group_requests,
+            test_source=test_source,
         )
 
     def check_training_samples(self) -> None:
@@ -218,3 +222,6 @@ class RecFlowRankingDataModule(RecFlowDataModule):
 
     def _candidate_kind(self) -> SampleKind:
         return self._competing(super()._candidate_kind())
+
+    def _official_candidate_kind(self, name: str) -> SampleKind:
+        return self._competing(super()._official_candidate_kind(name))

@@ -56,16 +56,52 @@ def extra_counts(stage_count: np.ndarray, stages: Sequence[str], per_stage: int 
     return (counts if per_stage is None else np.minimum(counts, per_stage)).sum(axis=1)
 
 
+def is_global(sampler: NegativeSampler) -> bool:
+    """Whether a stage sampler draws from the whole day (``scope="global"``) rather than within each request."""
+    return getattr(sampler, "scope", "request") == "global"
+
+
+def global_extra_count(stage_count: np.ndarray, sampler: NegativeSampler) -> int:
+    """Number of extra negatives of a day drawn with ``scope="global"``, from the stage counts alone."""
+    stages, _ = sampler_draws(sampler)
+    totals = stage_count.sum(axis=0)
+    return sum(sampler.global_count(int(totals[STAGE_CODE[s]]), len(stage_count)) for s in stages)
+
+
+def _global_draw(
+    offsets: np.ndarray, stages: Sequence[str], sampler: NegativeSampler, generator: torch.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Candidate-table rows drawn from the whole day (``scope="global"``) and the request row of each."""
+    chosen, requests = [], []
+    sizes, pools = {}, {}
+    for stage in stages:
+        start, end = offsets[:, STAGE_CODE[stage]], offsets[:, STAGE_CODE[stage] + 1]
+        counts = end - start
+        # The day's rows of the stage, request by request, and the request of each.
+        request = np.repeat(np.arange(len(offsets)), counts)
+        rows = np.repeat(start - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts) + np.arange(counts.sum())
+        pools[stage], sizes[stage] = (rows, request), len(rows)
+    drawn = sampler.sample_global(sizes, len(offsets), generator)
+    for stage in stages:
+        rows, request = pools[stage]
+        positions = drawn[stage].numpy()
+        chosen.append(rows[positions])
+        requests.append(request[positions])
+    return np.concatenate(chosen).astype(np.int64), np.concatenate(requests).astype(np.int64)
+
+
 def day_seed(seed: int, day: str) -> int:
     """A generator seed of a day's draws, from the data module's seed and the date."""
     return int(np.random.SeedSequence([seed, int(day.replace("-", ""))]).generate_state(1)[0])
 
 
 class ExtraNegativeDay:
-    """A day's exposures plus stage rows drawn per request as label-0 samples (data distribution shift).
+    """A day's exposures plus stage rows drawn as label-0 samples (data distribution shift).
 
-    The draw is made once per day, seeded by ``seed`` and the date, so every epoch and every worker sees the
-    same samples (the within-day shuffle still changes per epoch).
+    The rows are drawn within each request, or from the whole day when the sampler's ``scope`` is ``global``
+    (then from the whole day part when ``chunk_rows`` splits the day). The draw is made once per day, seeded by
+    ``seed`` and the date, so every epoch and every worker sees the same samples (the within-day shuffle still
+    changes per epoch).
 
     Args:
         store: The store.
@@ -87,6 +123,11 @@ class ExtraNegativeDay:
         n_requests = len(offsets)
         widest = max(int((offsets[:, STAGE_CODE[s] + 1] - offsets[:, STAGE_CODE[s]]).max(initial=0)) for s in stages)
         chunk = max(1, POOL_ELEMENTS // max(widest, 1))
+        if is_global(sampler):
+            day_rows, day_requests = _global_draw(offsets, stages, sampler, generator)
+            chosen.append(day_rows)
+            requests.append(day_requests)
+            n_requests = 0  # no per-request draw
         for begin in range(0, n_requests, chunk):  # per-chunk loop; vectorised within
             rows = np.arange(begin, min(begin + chunk, n_requests))
             pools = {}
@@ -115,6 +156,8 @@ class ExtraNegativeDay:
         """Exposures inside the label's mask plus the number of draws, from the stage counts alone."""
         stages, per_stage = sampler_draws(sampler)
         stage_count = store.requests(day, ["stage_count"])["stage_count"]
+        if is_global(sampler):
+            return ExposureDay.num_rows(store, day, label) + global_extra_count(stage_count, sampler)
         return ExposureDay.num_rows(store, day, label) + int(extra_counts(stage_count, stages, per_stage).sum())
 
     @staticmethod

@@ -68,7 +68,7 @@ from stcrank.data.recflow.schema import (
     parse_date,
 )
 from stcrank.data.recflow.time_features import day_start_seconds
-from stcrank.data.recflow.world import SyntheticWorld
+from stcrank.data.recflow.world import N_CATEGORY_ONE, SyntheticWorld, category_one_ids
 
 logger = logging.getLogger(__name__)
 
@@ -573,7 +573,7 @@ def synth_recflow(
             "photo_id": int(world.n_items),
             "author_id": int(world.n_authors),
             "category_level_two": 128,
-            "category_level_one": 16,
+            "category_level_one": int(category_one_ids(np.arange(N_CATEGORY_ONE)).max()) + 1,  # ids 0..16 with 2 unused
             "upload_type": 6,
         },
         root / "others" / "id_cnt.pkl",

@@ -29,6 +29,11 @@ import numpy as np
 DIM = 8
 N_GENDER, N_AGE, N_PROVINCE = 3, 8, 34
 N_CATEGORY_ONE, N_CATEGORY_TWO, N_UPLOAD_TYPE = 16, 128, 6
+CATEGORY_ONE_PADDING = 2
+"""The padding value of the unshifted category_level_one in the reference code, which no real item takes.
+
+The reference embeds it with padding index 2 and pads stage rows with 2, so the generated first-level categories
+are 0, 1, 3, ..., 16."""
 WATCH_INTERCEPT, WATCH_SLOPE, WATCH_SCALE, MAX_WATCH_RATIO = -3.2, 0.9, 0.6, 3.0
 EFFECTIVE_VIEW_RATIO = 0.3
 INTERACTIONS: dict[str, tuple[float, float]] = {
@@ -63,6 +68,11 @@ def _alias_table(probability: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
+
+
+def category_one_ids(index: np.ndarray) -> np.ndarray:
+    """The release's category_level_one id of each category index: indices from 2 on move up by one, skipping 2."""
+    return np.where(index >= CATEGORY_ONE_PADDING, index + 1, index)
 
 
 @dataclass
@@ -146,7 +156,7 @@ class SyntheticWorld:
             n_devices=n_devices,
             item_author=item_author,
             item_category_two=item_category_two,
-            item_category_one=cate_parent[item_category_two],
+            item_category_one=category_one_ids(cate_parent[item_category_two]),
             item_upload_type=item_upload_type,
             item_upload_age_s=item_upload_age_s,
             item_duration_ms=item_duration_ms,

@@ -213,3 +213,29 @@ def test_iter_dict_pickle_top_level_dict_takes_items_only(tmp_path):
     path.write_bytes(b"\x80\x02}q\x00(K\x01Pstcrank-dict-sink\nu.")  # a persistent id of the file's own
     with pytest.raises(UnsafePickleError, match=r"crafted\.pkl"):
         _items(path)
+
+
+def _globals_of(data: bytes) -> set[str]:
+    import pickletools
+
+    return {arg for op, arg, _ in pickletools.genops(data) if op.name in ("GLOBAL", "STACK_GLOBAL")}
+
+
+def test_dict_pickle_writer_names_numpy1_globals_like_the_release(tmp_path):
+    from stcrank.data.recflow.pickles import DictPickleWriter
+
+    expected = {i: np.arange(20, dtype=np.int64).reshape(2, 10) + i for i in range(2500)}  # several batches
+    path = tmp_path / "numpy1.pkl"
+    with DictPickleWriter(path) as writer:
+        writer.write(expected.items())
+    data = path.read_bytes()
+    assert _globals_of(data) == {"numpy.core.multiarray _reconstruct", "numpy ndarray", "numpy dtype"}
+    assert b"numpy._core" not in data
+    for loaded in (load_pickle(path), pickle.loads(data)):
+        assert list(loaded) == list(expected)
+        assert all(np.array_equal(loaded[k], expected[k]) for k in expected)
+    # The reader keeps reading numpy 2's spelling too.
+    modern = tmp_path / "numpy2.pkl"
+    modern.write_bytes(pickle.dumps(expected, protocol=3))
+    assert "numpy._core.multiarray _reconstruct" in _globals_of(modern.read_bytes())
+    assert all(np.array_equal(load_pickle(modern)[k], expected[k]) for k in expected)

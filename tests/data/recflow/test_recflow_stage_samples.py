@@ -110,3 +110,47 @@ def test_aux_exposures_carry_their_requests_stage_items(store):
     assert batch["aux_mask"].any()
     with pytest.raises(ValueError, match="stage samples"):
         AuxiliaryExposureDay(store, day, LABEL, {"click": 2})
+
+
+def _drawn_candidate_rows(store, day, data, n):
+    """Candidate-table row of every extra negative (matched by request and item features)."""
+    offsets = store.stage_offsets(day)
+    columns = store.candidates(day, list(ITEM_FEATURES))
+    items = np.stack([columns[name] + 1 for name in ITEM_FEATURES], -1)
+    extra_request = data.request_row[n:].numpy()
+    extra_items = data.item[n:].numpy()
+    rows = []
+    for request, item in zip(extra_request, extra_items, strict=True):
+        stage = STAGE_CODE["rank_neg"]
+        candidates = np.arange(offsets[request, stage], offsets[request, stage + 1])
+        match = candidates[(items[candidates] == item).all(axis=1)]
+        assert len(match) >= 1  # a rank_neg row of the request the sample is attached to
+        rows.append(int(match[0]))
+    return rows
+
+
+def test_global_extra_negatives_draw_n_requests_rows_from_the_whole_day(store):
+    day = store.days[0]
+    sampler = StageExtraNegativeSampler(["rank_neg"], per_stage=1, scope="global")
+    data = ExtraNegativeDay(store, day, LABEL, sampler, seed=0)
+    n = len(ExposureDay(store, day, LABEL))
+    offsets = store.stage_offsets(day)
+    stage = STAGE_CODE["rank_neg"]
+    pool = int((offsets[:, stage + 1] - offsets[:, stage]).sum())
+    assert data.n_extra == min(pool, len(offsets)) == len(data) - n
+    assert len(data) == ExtraNegativeDay.num_rows(store, day, LABEL, sampler)
+    _drawn_candidate_rows(store, day, data, n)
+    per_request = np.bincount(data.request_row[n:].numpy(), minlength=len(offsets))
+    # Unlike the per-request draw, a request may get several rows and another none.
+    assert per_request.max() > 1 and (per_request == 0).any()
+    local = ExtraNegativeDay(store, day, LABEL, StageExtraNegativeSampler(["rank_neg"], per_stage=1), seed=0)
+    assert np.bincount(local.request_row[n:].numpy()).max() == 1
+
+
+def test_global_every_row_equals_the_per_request_every_row(store):
+    day = store.days[0]
+    every = ExtraNegativeDay(store, day, LABEL, StageExtraNegativeSampler(["rank_neg"], per_stage=None), seed=0)
+    glob = ExtraNegativeDay(
+        store, day, LABEL, StageExtraNegativeSampler(["rank_neg"], per_stage=None, scope="global"), seed=0
+    )
+    assert torch.equal(every.request_row, glob.request_row) and torch.equal(every.item, glob.item)

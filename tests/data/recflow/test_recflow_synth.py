@@ -150,3 +150,26 @@ def test_oversize_exposures_and_options(make_release):
         synth_recflow(out=str(release), users=5, days=1)
     with pytest.raises(ValueError, match="strictly decrease"):
         synth_recflow(out=str(release.parent / "bad"), retrieved=50, prerank_keep=60)
+
+
+def test_pickles_name_the_numpy1_globals_of_the_real_release(recflow_release):
+    import pickletools
+
+    for folder in ("request_id_dict", "seq_effective_50_dict", "ubm_seq_request_id_dict"):
+        data = (recflow_release / folder / f"{DAYS[1]}.pkl").read_bytes()
+        names = {arg for op, arg, _ in pickletools.genops(data) if op.name in ("GLOBAL", "STACK_GLOBAL")}
+        assert names == {"numpy.core.multiarray _reconstruct", "numpy ndarray", "numpy dtype"}, folder
+
+
+def test_category_level_one_never_takes_the_padding_value_2(recflow_release):
+    # The reference code embeds category_level_one unshifted with padding_idx=2 (spec section 1.4).
+    columns, _ = _table(recflow_release / "all_stage" / f"{DAYS[0]}.feather")
+    categories = np.unique(columns["category_level_one"])
+    assert 2 not in categories and categories.min() >= 0
+    assert {0, 1} & set(categories.tolist()) and categories.max() > 2  # both sides of the gap are used
+    stages = _pickle(recflow_release / "request_id_dict" / f"{DAYS[0]}.pkl")
+    assert all(2 not in array[:, 6] for per_stage in stages.values() for array in per_stage.values())
+    seq = _pickle(recflow_release / "seq_effective_50_dict" / f"{DAYS[2]}.pkl")
+    assert all(2 not in array[array[:, 7] > 0, 3] for array in seq.values())
+    id_cnt = _pickle(recflow_release / "others" / "id_cnt.pkl")
+    assert categories.max() < id_cnt["category_level_one"] + 2  # the reference tables have id_cnt + 2 rows

@@ -65,3 +65,20 @@ def test_entry_point_and_errors():
         StageExtraNegativeSampler(["rank_pos", "prerank_neg"]).sample(
             _pools(), torch.zeros(3, dtype=torch.long), torch.Generator()
         )
+
+
+def test_global_draw_is_uniform_without_replacement():
+    sampler = StageExtraNegativeSampler(["rank_neg", "coarse_neg"], per_stage=2, scope="global")
+    hits = torch.zeros(30)
+    for seed in range(3000):
+        drawn = sampler.sample_global({"rank_neg": 30, "coarse_neg": 5}, 4, torch.Generator().manual_seed(seed))
+        assert len(drawn["rank_neg"]) == 8 and len(set(drawn["rank_neg"].tolist())) == 8
+        assert drawn["coarse_neg"].tolist() == [0, 1, 2, 3, 4]  # the pool is smaller than 4 x 2: all of it
+        hits[drawn["rank_neg"]] += 1
+    expected = 3000 * 8 / 30
+    assert float((hits - expected).abs().max()) < 5 * (expected * (1 - 8 / 30)) ** 0.5  # binomial, 5 sigma
+
+
+def test_unknown_scope_is_refused():
+    with pytest.raises(ValueError, match="scope must be one of"):
+        StageExtraNegativeSampler(["rank_neg"], scope="day")
