@@ -59,7 +59,8 @@ def _test_day_predictions(task, data) -> tuple[dict[str, torch.Tensor], dict[str
     with torch.no_grad():
         probability = torch.cat([torch.sigmoid(task.network(batch)) for batch in exposures])
         label = torch.cat([batch["label"] for batch in exposures]).long()
-        user = torch.cat([batch["user"][:, 0] for batch in exposures])
+        # request-level tensors are held once per request: each row's user through its request_slot
+        user = torch.cat([batch["user"][batch.get("request_slot", slice(None)), 0] for batch in exposures])
         request_id = torch.cat([batch["request_id"] for batch in exposures])
         scores, target, request, offset = [], [], [], 0
         for batch in candidates:
