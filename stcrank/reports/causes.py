@@ -120,9 +120,10 @@ def explain(direction: Mapping[str, Any], truth: Mapping[str, Any] | None) -> st
     sign = 1 if direction["expect"] == "up" else -1
     significant = t["p_value"] < ALPHA
     truth_text = f"true inputs {pct(t['relative'], t['relative_se'])}"
+    row_gap, base_gap = truth["row_gap"], truth["baseline_gap"]
     gaps = (
-        f"Each model against its own truth arm: {direction['row']} {pct(**truth['row_gap'])}, "
-        f"{direction['baseline']} {pct(**truth['baseline_gap'])}."
+        f"Each model against its own truth arm: {direction['row']} {pct(row_gap['relative'], row_gap['relative_se'])}, "
+        f"{direction['baseline']} {pct(base_gap['relative'], base_gap['relative_se'])}."
     )
     if significant and sign * t["relative"] > 0:
         cause = (
