@@ -20,13 +20,15 @@ from dataclasses import asdict
 from typing import Any, Literal
 
 from stcrank.reports.power import VERDICTS, CombinedEffect, combine_seeds, verdict
-from stcrank.reports.stats import mean
+from stcrank.reports.stats import mean, sample_std, seeds_needed
 from stcrank.simulation.evaluation import Evaluation, expected_metric
 
 Estimator = Literal["expected", "sampled"]
 TABLE_METRICS: tuple[str, ...] = ("purchases", "ipv", "depth", "gmv", "return_prob")
 """Metrics of the MOC tables (per F session; ``return_prob`` is the return-rate proxy for DAU)."""
 
+SEEDS_NEEDED_LIMIT = 1000
+"""Above this many seeds, a direction's paper effect counts as out of reach."""
 ComparisonKey = tuple[str, str, str, str]
 """``(stage, row, baseline, metric)``."""
 SeedEvaluations = Mapping[str, Evaluation]
@@ -218,8 +220,10 @@ def check_directions(
         estimator: ``expected`` or ``sampled`` (with ``evaluation``).
 
     Returns:
-        One dict per direction: the direction's fields, the cell of :func:`combine_cell` and ``verdict`` (one of
-        :data:`~stcrank.reports.power.VERDICTS`).
+        One dict per direction: the direction's fields, the cell of :func:`combine_cell`, ``verdict`` (one of
+        :data:`~stcrank.reports.power.VERDICTS`) and ``seeds_needed``: the seeds whose MDE would reach the paper's
+        effect at the per-seed spread measured here (None with one seed, without a paper effect, or above
+        :data:`SEEDS_NEEDED_LIMIT`).
     """
     keys = comparison_keys([], config.directions)
     cells = _cells_of(evaluation, cells, keys, estimator)
@@ -229,9 +233,15 @@ def check_directions(
         if key not in cells[0]:
             continue
         cell = _combined(cells, key)
-        combined = combine_seeds(cell["per_seed"], [c[key]["estimate"]["relative_se"] for c in cells])
-        paper = d.get("paper_effect")
-        out.append({**d, **cell, "verdict": verdict(combined, d["expect"], None if paper is None else float(paper))})
+        within = [c[key]["estimate"]["relative_se"] for c in cells]
+        combined = combine_seeds(cell["per_seed"], within)
+        paper = None if d.get("paper_effect") is None else float(d["paper_effect"])
+        needed = None
+        if paper and combined.training_counted:
+            # One seed's SD, floored at the evaluation noise as the SE is (see stcrank.reports.power).
+            sd = max(sample_std(cell["per_seed"]), math.sqrt(mean([se * se for se in within])))
+            needed = seeds_needed(sd, paper, at_most=SEEDS_NEEDED_LIMIT)
+        out.append({**d, **cell, "verdict": verdict(combined, d["expect"], paper), "seeds_needed": needed})
     return out
 
 
@@ -275,9 +285,9 @@ def tables_markdown(tables: Sequence[Mapping[str, Any]]) -> str:
 def directions_markdown(directions: Sequence[Mapping[str, Any]]) -> str:
     """The direction checks: change ± total SE, MDE, the paper's effect, per-seed changes, the check, verdict."""
     lines = [
-        "| paper direction | metric | B vs A | change ± SE | MDE | paper | per seed | training SD | sampled (check) "
-        "| SE ratio | verdict |",
-        "|---|---|---|---:|---:|---:|---|---:|---:|---:|---|",
+        "| paper direction | metric | B vs A | change ± SE | MDE | paper | per seed | training SD | seeds needed "
+        "| sampled (check) | SE ratio | verdict |",
+        "|---|---|---|---:|---:|---:|---|---:|---:|---:|---:|---|",
     ]
     for d in directions:
         paper = d.get("paper_effect")
@@ -285,9 +295,12 @@ def directions_markdown(directions: Sequence[Mapping[str, Any]]) -> str:
         per_seed = ", ".join(f"{100 * v:+.1f}" for v in d["per_seed"])
         between = "n/a" if math.isnan(d["between_sd"]) else f"{100 * d['between_sd']:.2f}%"
         sampled = d["sampled"]
+        needed = d.get("seeds_needed")
+        if needed is None:
+            needed = f"> {SEEDS_NEEDED_LIMIT}" if d["training_counted"] and paper else "n/a"
         lines.append(
             f"| {d['claim']} | {d['metric']} | {d['row']} vs {d['baseline']} | {pct(d['relative'], d['relative_se'])} "
-            f"| {_mde(d)} | {paper_text} | {per_seed} | {between} "
+            f"| {_mde(d)} | {paper_text} | {per_seed} | {between} | {needed} "
             f"| {pct(sampled['relative'], sampled['relative_se'])} | {d['se_ratio']:.2f} | {d['verdict']} |"
         )
     return "\n".join(lines)

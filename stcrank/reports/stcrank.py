@@ -518,6 +518,7 @@ def _markdown(result: Mapping[str, Any], truths: Mapping[int, Any]) -> str:
     lines += ["", "## Paper directions", "", directions_markdown(result["directions"]), ""]
     lines += [
         "Per seed: each seed's change (%). Training SD: the estimated seed-to-seed SD of the change due to training. "
+        "Seeds needed: how many seeds would bring the MDE to the paper's effect at the spread measured here. "
         "Sampled (check): the same comparison on the sampled outcomes. SE ratio: the sampled outcome's paired SE "
         "over the estimator's on the same sessions (the variance reduction of the closed form).",
         "",

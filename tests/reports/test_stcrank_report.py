@@ -15,6 +15,7 @@ from stcrank.reports.stcrank import (
     report_stcrank,
     tables_markdown,
 )
+from stcrank.reports.stats import seeds_needed
 from stcrank.simulation.evaluation import Evaluation
 
 
@@ -97,6 +98,8 @@ def test_seeds_pair_rows_and_their_spread_sets_the_uncertainty(tmp_path):
     assert d["between_sd"] > 0.5 * spread and d["within_se"] < 0.1 * d["relative_se"]
     # t = 2.9 on 2 degrees of freedom: not significant, and the MDE (5.4 SEs) is far above the paper's 1%
     assert d["p_value"] > 0.05 and d["verdict"] == "underpowered"
+    # how many seeds the paper's 1% would need at this spread
+    assert d["seeds_needed"] == seeds_needed(spread, 0.01) and d["seeds_needed"] > 100
     # one seed alone would have claimed it: the evaluation noise is tiny, the training randomness is not
     assert check_directions(seeds[:1], config)[0]["verdict"] == "holds"
 
