@@ -5,6 +5,7 @@ import statistics
 import pytest
 import torch
 
+from stcrank.reports.stats import seeds_needed
 from stcrank.reports.stcrank import (
     DEFAULT_CONFIG,
     PRESETS,
@@ -15,7 +16,6 @@ from stcrank.reports.stcrank import (
     report_stcrank,
     tables_markdown,
 )
-from stcrank.reports.stats import seeds_needed
 from stcrank.simulation.evaluation import Evaluation
 
 
