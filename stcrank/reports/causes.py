@@ -68,8 +68,9 @@ def truth_comparisons(evaluation: Evaluation, directions: Sequence[Mapping[str, 
         directions: The report's directions.
 
     Returns:
-        Direction index -> ``{"metric", "truth": {relative, relative_se, mde, p_value},
-        "row_gap": {relative, relative_se}, "baseline_gap": ...}`` (``*_gap``: model arm vs its truth arm).
+        Direction index -> a dict with ``metric`` (the evaluation metric), ``truth`` (the truth arms' relative
+        change, its SE, MDE and p-value), ``row_gap`` and ``baseline_gap`` (each model arm against its own truth
+        arm: relative change and SE).
     """
     out: dict[int, dict[str, Any]] = {}
     for index, d in enumerate(directions):

@@ -131,10 +131,11 @@ def test_bad_configs_are_reported(tmp_path):
         load_report_config(tmp_path / "r.yaml")
 
 
-def test_presets_keep_full_runs_realistic():
-    assert PRESETS["full"].sessions >= 20_000 and not PRESETS["full"].network
-    quick = PRESETS["quick"]
-    assert quick.sessions < PRESETS["full"].sessions and quick.visits < PRESETS["full"].visits
+def test_presets_count_the_training_randomness():
+    full, quick = PRESETS["full"], PRESETS["quick"]
+    assert full.sessions >= 20_000 and full.seeds >= 10 and full.visits >= 200_000
+    assert 2 <= quick.seeds < full.seeds  # two seeds: the fewest that count the training randomness
+    assert quick.sessions < full.sessions and quick.visits < full.visits
     assert set(quick.network) <= {"embedding_dim", "num_experts", "expert_hidden", "tower_hidden"}
 
 
