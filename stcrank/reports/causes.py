@@ -24,6 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from typing import Any
 
+from stcrank.errors import ConfigError
 from stcrank.reports.comparisons import pct
 from stcrank.reports.power import ALPHA, NO_EFFECT, UNDERPOWERED, combine_seeds
 from stcrank.simulation.evaluation import Evaluation, expected_metric
@@ -55,7 +56,7 @@ def truth_arm(ensemble: Any, reranker: Any, truth: Mapping[str, Any] | None) -> 
     settings = dict(truth or {})
     unknown = sorted(set(settings) - set(TRUTH_KEYS))
     if unknown:
-        raise ValueError(f"truth settings {unknown} unknown; use {list(TRUTH_KEYS)}")
+        raise ConfigError(f"truth settings {unknown} unknown; use {list(TRUTH_KEYS)}")
     return ValuePolicy(TruthPredictor(noise=0.0, **settings), ensemble, reranker)
 
 

@@ -31,6 +31,7 @@ from typing import Any
 
 import yaml
 
+from stcrank.errors import ConfigError
 from stcrank.reports.plots import plot_table
 from stcrank.reports.recflow_findings import (
     ALPHA,
@@ -155,8 +156,8 @@ class TableSpec:
     paper: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
-def _config_error(path: Path, where: str, expected: str) -> ValueError:
-    return ValueError(f"{path}: {where}: expected {expected}")
+def _config_error(path: Path, where: str, expected: str) -> ConfigError:
+    return ConfigError(f"{path}: {where}: expected {expected}")
 
 
 def load_report_config(path: str | Path) -> list[TableSpec]:
@@ -173,7 +174,7 @@ def load_report_config(path: str | Path) -> list[TableSpec]:
 
     Raises:
         FileNotFoundError: If the file does not exist.
-        ValueError: If it is not valid YAML or lacks a key (the message names the file, the table and the key).
+        ConfigError: If it is not valid YAML or lacks a key (the message names the file, the table and the key).
     """
     path = Path(path)
     if not path.is_file():
@@ -181,7 +182,7 @@ def load_report_config(path: str | Path) -> list[TableSpec]:
     try:
         parsed = yaml.safe_load(path.read_text())
     except yaml.YAMLError as error:
-        raise ValueError(f"{path}: not valid YAML ({error})") from error
+        raise ConfigError(f"{path}: not valid YAML ({error})") from error
     tables = parsed.get("tables") if isinstance(parsed, dict) else None
     if not isinstance(tables, dict) or not tables:
         raise _config_error(path, "tables", "a mapping of table keys to tables")
@@ -248,20 +249,20 @@ def select(specs: Sequence[TableSpec], tables: Sequence[str] | None, rows: Seque
     """Keep the chosen tables, and in them the chosen rows plus the baseline.
 
     Raises:
-        ValueError: For a table or row name that the config does not have (listing the ones it has).
+        ConfigError: For a table or row name that the config does not have (listing the ones it has).
     """
     known = {spec.key: spec for spec in specs}
     if tables is not None:
         unknown = [key for key in tables if key not in known]
         if unknown:
-            raise ValueError(f"unknown tables {unknown}; the report config has {list(known)}")
+            raise ConfigError(f"--tables: unknown tables {unknown}; the report config has {list(known)}")
         specs = [known[key] for key in tables]
     if rows is None:
         return list(specs)
     names = {name for spec in specs for name, _ in spec.rows}
     unknown = [name for name in rows if name not in names]
     if unknown:
-        raise ValueError(f"unknown rows {unknown}; the chosen tables have {sorted(names)}")
+        raise ConfigError(f"--rows: unknown rows {unknown}; the chosen tables have {sorted(names)}")
     chosen = [
         dataclasses.replace(spec, rows=tuple(r for r in spec.rows if r[0] in rows or r[0] == spec.baseline))
         for spec in specs
@@ -524,7 +525,7 @@ def report_recflow(
     preset = PRESETS["quick" if quick else "full"]
     seed_list = list(range(first_seed, first_seed + (seeds if seeds is not None else preset.seeds)))
     if not seed_list:
-        raise ValueError("seeds must be >= 1")
+        raise ConfigError("--seeds must be >= 1")
     config_path = Path(report_config)
     if not config_path.is_file() and report_config == DEFAULT_CONFIG:
         # Outside the repository: fall back to the copy next to an editable install.

@@ -35,6 +35,7 @@ from typing import Any, Literal
 
 import yaml
 
+from stcrank.errors import ConfigError
 from stcrank.reports.causes import TRUTH_KEYS, findings_markdown, truth_comparisons
 from stcrank.reports.comparisons import (
     TABLE_METRICS,
@@ -192,30 +193,34 @@ def load_report_config(path: str | Path) -> ReportConfig:
         The config.
 
     Raises:
-        ValueError: Naming the file and the entry at fault.
+        ConfigError: Naming the file and the entry at fault.
     """
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"{path}: report config not found")
+        raise ConfigError(f"{path}: report config not found")
     raw = yaml.safe_load(path.read_text())
     if not isinstance(raw, dict) or not isinstance(raw.get("rows"), list) or not raw["rows"]:
-        raise ValueError(f"{path}: expected a mapping with a non-empty 'rows' list")
+        raise ConfigError(f"{path}: expected a mapping with a non-empty 'rows' list")
     rows = []
     for index, entry in enumerate(raw["rows"]):
         if not isinstance(entry, dict) or "id" not in entry or "config" not in entry:
-            raise ValueError(f"{path}: rows[{index}] needs 'id' and 'config'")
+            raise ConfigError(f"{path}: rows[{index}] needs 'id' and 'config'")
         if sum(key in entry for key in ("ensemble", "tune", "ensemble_of")) != 1:
-            raise ValueError(f"{path}: row {entry['id']!r} needs exactly one of 'ensemble', 'tune' and 'ensemble_of'")
+            raise ConfigError(f"{path}: row {entry['id']!r} needs exactly one of 'ensemble', 'tune' and 'ensemble_of'")
         if "ensemble_of" in entry and entry["ensemble_of"] not in [r.id for r in rows]:
-            raise ValueError(f"{path}: row {entry['id']!r}: ensemble_of names no earlier row: {entry['ensemble_of']!r}")
+            raise ConfigError(
+                f"{path}: row {entry['id']!r}: ensemble_of names no earlier row: {entry['ensemble_of']!r}"
+            )
         config = (path.parent / entry["config"]).resolve()
         if not config.is_file():
-            raise ValueError(f"{path}: row {entry['id']!r}: config {config} not found")
+            raise ConfigError(f"{path}: row {entry['id']!r}: config {config} not found")
         e_policy = _resolve_e_policy(path, entry)
         truth = entry.get("truth")
         unknown = sorted(set(truth or {}) - set(TRUTH_KEYS)) if isinstance(truth, dict) or truth is None else None
         if unknown is None or unknown:
-            raise ValueError(f"{path}: row {entry['id']!r}: truth must be a mapping with keys among {list(TRUTH_KEYS)}")
+            raise ConfigError(
+                f"{path}: row {entry['id']!r}: truth must be a mapping with keys among {list(TRUTH_KEYS)}"
+            )
         rows.append(
             RowSpec(
                 id=str(entry["id"]),
@@ -230,21 +235,21 @@ def load_report_config(path: str | Path) -> ReportConfig:
         )
     ids = [row.id for row in rows]
     if len(set(ids)) != len(ids):
-        raise ValueError(f"{path}: row ids must be unique, got {ids}")
+        raise ConfigError(f"{path}: row ids must be unique, got {ids}")
     tables = list(raw.get("tables") or [])
     directions = list(raw.get("directions") or [])
     for table in tables:
         kind = table.get("kind", "comparison")
         if kind not in TABLE_KINDS:
-            raise ValueError(f"{path}: table {table.get('name')!r}: kind must be one of {TABLE_KINDS}, got {kind!r}")
+            raise ConfigError(f"{path}: table {table.get('name')!r}: kind must be one of {TABLE_KINDS}, got {kind!r}")
         if table.get("stage", "focus") not in ("focus", "explore"):
-            raise ValueError(f"{path}: table {table.get('name')!r}: stage must be 'focus' or 'explore'")
+            raise ConfigError(f"{path}: table {table.get('name')!r}: stage must be 'focus' or 'explore'")
     for d in directions:
         if d.get("expect") not in ("up", "down") or "metric" not in d:
-            raise ValueError(f"{path}: direction {d.get('claim', d)!r} needs a 'metric' and 'expect: up' or 'down'")
+            raise ConfigError(f"{path}: direction {d.get('claim', d)!r} needs a 'metric' and 'expect: up' or 'down'")
         effect = d.get("paper_effect")
         if effect is not None and (not isinstance(effect, (int, float)) or effect < 0):
-            raise ValueError(
+            raise ConfigError(
                 f"{path}: direction {d.get('claim', d)!r}: paper_effect must be the paper's relative change as a "
                 f"non-negative fraction (0.0053 for 0.53%; the sign comes from 'expect'), got {effect!r}"
             )
@@ -254,7 +259,7 @@ def load_report_config(path: str | Path) -> ReportConfig:
         needs_baseline = item.get("kind") in (None, "comparison", "category_gain", "depth_at_purchase")
         for key in ("row", "baseline") if needs_baseline else ("row",):
             if item.get(key) not in ids:
-                raise ValueError(f"{path}: {item} names unknown row {item.get(key)!r} (rows: {ids})")
+                raise ConfigError(f"{path}: {item} names unknown row {item.get(key)!r} (rows: {ids})")
     return ReportConfig(rows, tables, directions)
 
 
@@ -268,7 +273,7 @@ def _resolve_e_policy(path: Path, entry: Mapping[str, Any]) -> dict[str, Any] | 
     if "config" in predictor:
         config = (path.parent / predictor["config"]).resolve()
         if not config.is_file():
-            raise ValueError(f"{path}: row {entry['id']!r}: e_policy predictor config {config} not found")
+            raise ConfigError(f"{path}: row {entry['id']!r}: e_policy predictor config {config} not found")
         predictor["config"] = config
         spec["predictor"] = predictor
     return spec
@@ -292,11 +297,11 @@ def _select_rows(config: ReportConfig, rows: list[str] | None) -> ReportConfig:
         return config
     unknown = sorted(set(rows) - {r.id for r in config.rows})
     if unknown:
-        raise ValueError(f"--rows: unknown row(s) {unknown}; the rows are {[r.id for r in config.rows]}")
+        raise ConfigError(f"--rows: unknown row(s) {unknown}; the rows are {[r.id for r in config.rows]}")
     keep = set(rows)
     missing_sources = {r.ensemble_of for r in config.rows if r.id in keep and r.ensemble_of} - keep
     if missing_sources:
-        raise ValueError(f"--rows: rows {sorted(keep)} take the ensemble of rows {sorted(missing_sources)}: add them")
+        raise ConfigError(f"--rows: rows {sorted(keep)} take the ensemble of rows {sorted(missing_sources)}: add them")
     tables = [
         {**t, "comparisons": [c for c in t["comparisons"] if {c["row"], c["baseline"]} <= keep]}
         for t in config.tables
@@ -395,9 +400,9 @@ def report_stcrank(
         overrides = {"sessions": sessions, "epochs": epochs, "seeds": seeds}
         preset = Preset(**{**preset.__dict__, **{k: v for k, v in overrides.items() if v is not None}})
         if preset.seeds < 1 or preset.sessions < 2 or preset.epochs < 1:
-            raise ValueError(f"--seeds, --sessions and --epochs must be positive (sessions >= 2); got {overrides}")
+            raise ConfigError(f"--seeds, --sessions and --epochs must be positive (sessions >= 2); got {overrides}")
         if estimator not in ("expected", "sampled"):
-            raise ValueError(f"--estimator must be 'expected' or 'sampled', got {estimator!r}")
+            raise ConfigError(f"--estimator must be 'expected' or 'sampled', got {estimator!r}")
         config = _select_rows(load_report_config(report_config), rows)
         root = Path(out)
         root.mkdir(parents=True, exist_ok=True)

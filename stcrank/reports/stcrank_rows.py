@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from stcrank.errors import ConfigError
 from stcrank.reports.runner import data_init_parameters
 
 
@@ -81,7 +82,7 @@ def tune(row: Any, model: Any, predictions: Path, data: Path, preset: Any, seed:
             str(data), predictor={"model": model}, sessions=sessions, seed=seed + 1, mode="purchases"
         )
     else:
-        raise ValueError(f"row {row.id!r}: tune.objective must be 'sum_auc' or 'simulated', got {name!r}")
+        raise ConfigError(f"row {row.id!r}: tune.objective must be 'sum_auc' or 'simulated', got {name!r}")
     trials = min(int(settings.get("n_trials", preset.tune_trials)), preset.tune_trials)
     spec = TuneSpec(
         objective=objective,
