@@ -65,6 +65,8 @@ def _val_metrics(cli: Any) -> dict[str, float]:
 
 def tune(row: Any, model: Any, predictions: Path, data: Path, preset: Any, seed: int) -> dict[str, Any]:
     """Tune a row's ensemble weights on its cached validation predictions; return the weights and trial values."""
+    import optuna
+
     from stcrank.tuning.objectives import SumAucObjective
     from stcrank.tuning.report import choose_trial
     from stcrank.tuning.simulated import SimulatedOutcomes
@@ -93,7 +95,12 @@ def tune(row: Any, model: Any, predictions: Path, data: Path, preset: Any, seed:
         seed=seed,
         torch_threads=1,
     )
-    result = run(spec)
+    previous = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial would drown the report's progress
+    try:
+        result = run(spec)
+    finally:
+        optuna.logging.set_verbosity(previous)
     chosen = choose_trial(result.study)
     return {"objective": name, "trials": trials, "weights": space.weights_of(chosen), "values": list(chosen.values)}
 
