@@ -11,8 +11,12 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from torch import Tensor
+
 from stcrank.reports.causes import TRUTH_PREFIX, truth_arm
 from stcrank.simulation.evaluation import Evaluation
+from stcrank.simulation.policies import FPredictor
+from stcrank.simulation.requests import FRequest
 
 
 def stage_rows(tables: Sequence[Mapping[str, Any]], directions: Sequence[Mapping[str, Any]], stage: str) -> set[str]:
@@ -72,12 +76,51 @@ def evaluate_stages(
     return out
 
 
-def _policy(spec: Mapping[str, Any]) -> Any:
+class SharedFirstRequests(FPredictor):
+    """A predictor whose first-request predictions are shared by every F arm that serves the same trained model.
+
+    All arms of an F-stage evaluation see the same first request of each session (the same user, trigger and
+    candidates in the same order, an empty history: common random numbers), and most sessions end in their first
+    list; arms serving one model (SDR-3, MOC-3 and the MSC rows share a fit) thus score the same first requests.
+    Those are predicted once and served to the others from the cache (keyed by the requests' session keys,
+    users and triggers, so the answer is exactly the model's); later requests depend on each arm's history and
+    are predicted afresh.
+
+    Args:
+        inner: The model's predictor.
+        cache: Shared by the arms of one model, for one evaluation.
+    """
+
+    def __init__(self, inner: FPredictor, cache: dict[bytes, dict[str, Tensor]]) -> None:
+        self.inner = inner
+        self.cache = cache
+
+    def predict(self, request: FRequest) -> dict[str, Tensor]:
+        """The inner predictor's predictions, from the cache for a first request seen before."""
+        if request.request_index != 0:
+            return self.inner.predict(request)
+        key = b"".join(t.numpy().tobytes() for t in (request.session_key, request.user, request.trigger))
+        if key not in self.cache:
+            self.cache[key] = self.inner.predict(request)
+        return {task: p.clone() for task, p in self.cache[key].items()}
+
+
+def _policies(specs: Sequence[Mapping[str, Any]], share_first_requests: bool) -> dict[str, Any]:
     from stcrank.simulation.policies import ValuePolicy
 
-    if spec.get("truth_arm"):
-        return truth_arm(spec["ensemble"], spec["reranker"], spec.get("truth"))
-    return ValuePolicy(spec["predictor"], spec["ensemble"], spec["reranker"])
+    caches: dict[int, dict[bytes, dict[str, Tensor]]] = {}
+    models = [id(getattr(s["predictor"], "model", s["predictor"])) for s in specs if not s.get("truth_arm")]
+    policies = {}
+    for spec in specs:
+        if spec.get("truth_arm"):
+            policies[spec["name"]] = truth_arm(spec["ensemble"], spec["reranker"], spec.get("truth"))
+            continue
+        predictor = spec["predictor"]
+        model = id(getattr(predictor, "model", predictor))
+        if share_first_requests and models.count(model) > 1:
+            predictor = SharedFirstRequests(predictor, caches.setdefault(model, {}))
+        policies[spec["name"]] = ValuePolicy(predictor, spec["ensemble"], spec["reranker"])
+    return policies
 
 
 def _evaluate(data: Path, specs: list[dict[str, Any]], sessions: int, seed: int, stage: str) -> Evaluation:
@@ -88,7 +131,8 @@ def _evaluate(data: Path, specs: list[dict[str, Any]], sessions: int, seed: int,
 
     manifest = read_manifest(data)
     world, explore_config = load_world(manifest), explore_config_of(manifest)
-    policies = {s["name"]: _policy(s) for s in specs}
+    # On homepage visits each arm's F sessions start from its own homepage: nothing to share.
+    policies = _policies(specs, share_first_requests=stage == "focus")
     if stage == "focus":
         return evaluate_focus(world, policies, sessions=sessions, seed=seed, config=explore_config.focus)
     arms = {s["name"]: (build_e_policy(s["e_policy"], seed, data), policies[s["name"]]) for s in specs}
