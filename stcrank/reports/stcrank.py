@@ -394,7 +394,7 @@ def report_stcrank(
         print(line, flush=True)
 
     try:
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         load_before = _load()
         preset = PRESETS["quick" if quick else "full"]
         overrides = {"sessions": sessions, "epochs": epochs, "seeds": seeds}
@@ -417,6 +417,7 @@ def report_stcrank(
             if index in truths:
                 direction["truth"] = truths[index]
         timing["seconds"] = time.perf_counter() - started
+        timing["cpu_seconds"] = time.process_time() - cpu_started
         timing["threads"] = threads
         timing["load_average"] = {"start": load_before, "end": _load()}
         report = {
@@ -469,7 +470,7 @@ def _run_seeds(
     first: dict[str, Any] = {}
     per_seed: list[dict[str, float]] = []
     for index, train_seed in enumerate(training_seeds):
-        seed_started = time.perf_counter()
+        seed_started, seed_cpu = time.perf_counter(), time.process_time()
         seed_dir = root / "rows" / f"seed-{train_seed}"
         specs, info, seconds = train_rows(config.rows, data, seed_dir, preset, train_seed, say)
         started = time.perf_counter()
@@ -481,6 +482,7 @@ def _run_seeds(
             first = {"evaluations": evaluations, "msc_tables": analyses}
         seconds["evaluation"] = time.perf_counter() - started
         seconds["total"] = time.perf_counter() - seed_started
+        seconds["cpu"] = time.process_time() - seed_cpu
         per_seed.append(seconds)
         for name, row_info in info.items():
             rows.setdefault(name, {"seeds": {}})["seeds"][train_seed] = row_info
@@ -489,8 +491,8 @@ def _run_seeds(
         left = (len(training_seeds) - index - 1) * sum(s["total"] for s in per_seed) / len(per_seed)
         say(
             f"seed {train_seed} ({index + 1}/{len(training_seeds)}) done in {seconds['total']:.0f} s "
-            f"(fit {seconds['fit']:.0f} s, tune {seconds['tune']:.0f} s, evaluation {seconds['evaluation']:.0f} s); "
-            f"about {left:.0f} s left"
+            f"(fit {seconds['fit']:.0f} s, tune {seconds['tune']:.0f} s, evaluation {seconds['evaluation']:.0f} s; "
+            f"{seconds['cpu']:.0f} CPU-s); about {left:.0f} s left"
         )
     for info in rows.values():
         info["val"] = _mean_metrics([s["val"] for s in info["seeds"].values()])
@@ -522,7 +524,8 @@ def _markdown(result: Mapping[str, Any], truths: Mapping[int, Any]) -> str:
         "",
         f"Wall time: {timing['seconds']:.0f} s ({mean_seed['total']:.0f} s per seed: fit {mean_seed['fit']:.0f} s, "
         f"tune {mean_seed['tune']:.0f} s, evaluation {mean_seed['evaluation']:.0f} s) on {timing['threads']} torch "
-        f"thread(s); load average {load['start']} at the start, {load['end']} at the end.",
+        f"thread(s); {timing['cpu_seconds']:.0f} CPU-seconds in this process (wall time well above it: other "
+        f"jobs shared the cores); load average {load['start']} at the start, {load['end']} at the end.",
         "",
         "Changes are B vs A, relative: the mean over training seeds of each seed's paired change, ± its total "
         "standard error (from the spread over seeds, which holds the training randomness and the evaluation noise; "
