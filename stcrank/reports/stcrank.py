@@ -524,8 +524,9 @@ def _markdown(result: Mapping[str, Any], truths: Mapping[int, Any]) -> str:
         "",
         f"Wall time: {timing['seconds']:.0f} s ({mean_seed['total']:.0f} s per seed: fit {mean_seed['fit']:.0f} s, "
         f"tune {mean_seed['tune']:.0f} s, evaluation {mean_seed['evaluation']:.0f} s) on {timing['threads']} torch "
-        f"thread(s); {timing['cpu_seconds']:.0f} CPU-seconds in this process (wall time well above it: other "
-        f"jobs shared the cores); load average {load['start']} at the start, {load['end']} at the end.",
+        f"thread(s); {timing['cpu_seconds']:.0f} CPU-seconds in this process (close to the wall time "
+        f"on a quiet machine with one thread; far below it when other jobs share the cores); load average "
+        f"{load['start']} at the start, {load['end']} at the end.",
         "",
         "Changes are B vs A, relative: the mean over training seeds of each seed's paired change, ± its total "
         "standard error (from the spread over seeds, which holds the training randomness and the evaluation noise; "
