@@ -363,27 +363,27 @@ def report_stcrank(
 
     Args:
         report_config: Report config (rows, tables, directions with the paper's effect sizes); the one shipped in
-            ``configs/reports/`` by default.
-        out: Output directory: ``logs/`` (simulated logs, one folder per size and seed), ``rows/seed-<s>/<row>/``
-            (checkpoints, cached predictions, training log), ``report.md`` and ``report.json``.
+            configs/reports/ by default.
+        out: Output directory: logs/ (simulated logs, one folder per size and seed), rows/seed-<s>/<row>/
+            (checkpoints, cached predictions, training log), report.md and report.json.
         quick: Small preset, a smoke run of a few minutes on 2 CPU cores (most verdicts then "underpowered").
         data: Use this existing simulated log directory instead of generating one.
         rows: Only these row ids (tables and directions that need other rows are skipped).
-        seed: Seed of the simulated logs; the training seeds are ``seed .. seed + seeds - 1`` and training seed
-            number ``i`` is evaluated on sessions drawn with seed ``seed + 7919 * (i + 1)``.
+        seed: Seed of the simulated logs. The training seeds are seed, seed + 1, ... (as many as --seeds); the
+            i-th of them (from 0) is evaluated on its own sessions, drawn with seed + 7919 * (i + 1).
         seeds: Training seeds per row (default: the preset's). Comparisons pair rows by seed; their standard
             error comes from the spread over seeds (a single seed counts only the evaluation noise).
         sessions: F sessions (homepage visits) per policy and seed in the evaluation (default: the preset's).
         epochs: Training epochs per row (default: the preset's).
-        stage: ``focus`` evaluates F sessions (and homepage visits for the ``stage: explore`` tables);
-            ``explore`` serves every row on whole homepage visits.
-        estimator: ``expected`` scores each served list by its closed-form expected outcomes (much smaller
-            standard errors); ``sampled`` by the sampled outcomes. Both are reported; this picks the verdicts'.
+        stage: "focus" evaluates F sessions (and homepage visits for the tables and directions marked
+            "stage: explore"); "explore" serves every row on whole homepage visits.
+        estimator: "expected" scores each served list by its closed-form expected outcomes (much smaller
+            standard errors); "sampled" by the sampled outcomes. Both are reported; this picks the verdicts'.
         threads: Torch intra-op threads. One is fastest for these small networks on a shared machine: more
             threads than free cores make every step wait on the others.
 
     Returns:
-        The report as a JSON-ready dict (also written to ``report.json``).
+        The report as a JSON-ready dict (also written to report.json).
     """
     import torch
 
