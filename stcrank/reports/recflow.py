@@ -494,28 +494,29 @@ def report_recflow(
 
     Args:
         report_config: The report config mapping paper tables to experiment configs.
-        out: Output directory: ``report.md``, ``<table>.png``, ``results.jsonl``, ``runs/``, ``data/``.
-        data: An existing RecFlow store (``stcrank data import-recflow --dst``); by default a store is generated.
-        users: Users of the generated store (default: 500, or 200 with ``--quick``).
-        days: Days of the generated store, the last being the test day (default: 8, or 4 with ``--quick``).
+        out: Output directory: report.md, one <table>.png per table, results.jsonl, runs/ and data/.
+        data: An existing RecFlow store (the --dst of stcrank data import-recflow); by default a store is
+            generated.
+        users: Users of the generated store (default: 500, or 200 with --quick).
+        days: Days of the generated store, the last being the test day (default: 8, or 4 with --quick).
         data_seed: Seed of the generated store.
-        seeds: Seeds per config (default: 5, or 3 with ``--quick``).
-        first_seed: The first seed; the seeds are ``first_seed .. first_seed + seeds - 1``.
-        tables: Tables to run, comma-separated (``table6,table7``); default all.
-        rows: Rows to run, comma-separated row names (``"Rank_neg x1,FS-LTR"``); each table's baseline is always
+        seeds: Seeds per config (default: 5, or 3 with --quick).
+        first_seed: The first seed; the seeds are first_seed, first_seed + 1, ..., first_seed + seeds - 1.
+        tables: Tables to run, comma-separated (table6,table7); default all.
+        rows: Rows to run, comma-separated row names ("Rank_neg x1,FS-LTR"); each table's baseline is always
             kept for the comparisons. Default all.
         quick: The quick preset: a small generated store, 3 seeds, 1 thread, training batches of 128, and the
             test run with the fitted Trainer; finishes every table in minutes.
-        threads: ``torch.set_num_threads`` during the runs (default: every core, or 1 with ``--quick``).
-        retrieval_pool: Generated store only: the generator's retrieval keeps the ``retrieved`` best (by true
-            affinity plus noise) of ``retrieval_pool`` times as many popular items; 1 (the default) retrieves by
+        threads: Torch intra-op threads during the runs (default: every core, or 1 with --quick).
+        retrieval_pool: Generated store only: the generator's retrieval keeps the "retrieved" best (by true
+            affinity plus noise) of --retrieval_pool times as many popular items; 1 (the default) retrieves by
             popularity alone, not personalised.
         retrieval_noise: Generated store only: noise of that personalised retrieval score.
-        run: Run what is missing; ``false`` writes the report from cached results only.
+        run: Run what is missing; false writes the report from cached results only.
         retry_failed: Run again the runs whose cached result is a failure.
         keep_checkpoints: Keep each run's checkpoints (deleted after testing by default, as they are large on
             the real data).
-        extra_args: Extra arguments for every fit and test, e.g. ``[--trainer.accelerator=gpu]``.
+        extra_args: Extra arguments for every fit and test, e.g. [--trainer.accelerator=gpu].
 
     Returns:
         A summary: the paths written, the run counts, the missing configs and each finding's verdict.
