@@ -19,20 +19,29 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import math
 import os
 import shlex
 import shutil
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 
+from stcrank.errors import ConfigError
 from stcrank.reports.plots import plot_table
+from stcrank.reports.recflow_findings import (
+    ALPHA,
+    Check,
+    Finding,
+    evaluate_findings,
+    findings_markdown,
+    seeds_needed_markdown,
+    seeds_needed_table,
+)
 from stcrank.reports.runner import (
     ExperimentRunner,
     ResultCache,
@@ -43,16 +52,12 @@ from stcrank.reports.runner import (
     run_all,
     run_key,
 )
-from stcrank.reports.stats import TTest
 from stcrank.reports.tables import (
     Row,
     Table,
-    compare,
-    constant_metrics,
     differences_markdown,
     display_name,
     format_table,
-    metric_label,
     metric_scale,
 )
 
@@ -72,7 +77,6 @@ __all__ = [
 ]
 
 DEFAULT_CONFIG = "configs/reports/recflow.yaml"
-ALPHA = 0.05
 PAPER_PERCENT_TABLES = frozenset({"table2", "table3", "table9", "table10"})
 """The paper gives retrieval Recall/NDCG in percent (Tables 2, 3, 9, 10) and every other number as a fraction."""
 
@@ -117,10 +121,12 @@ class Preset:
 PRESETS: dict[str, Preset] = {
     # The configs as they are, 5 seeds as in the paper.
     "full": Preset("full", seeds=5, users=500, days=8, threads=None, reuse_fit=False, batch_size=None),
-    # Every table in minutes on 2 cores: 3 seeds (the fewest that leave the paired t-test a variance estimate
-    # with 2 degrees of freedom), a small store, one thread per run (small models gain nothing from more on a
-    # busy machine) and batches of 128, so that the ~1,500 training exposures give some dozens of steps.
-    "quick": Preset("quick", seeds=3, users=40, days=4, threads=1, reuse_fit=True, batch_size=128),
+    # A smoke run of every table on 2 cores: 3 seeds (the fewest that leave the paired t-test a variance estimate
+    # with 2 degrees of freedom), one thread per run (small models gain nothing from more on a busy machine),
+    # batches of 128, and a store just large enough that every reported cut-off can move: 200 users over 4 days
+    # expose about 1,170 videos, above Recall/NDCG@1000's corpus (40 users exposed about 430, which made
+    # Recall@500 and @1000 constant and NDCG@500 equal NDCG@1000).
+    "quick": Preset("quick", seeds=3, users=200, days=4, threads=1, reuse_fit=True, batch_size=128),
 }
 
 
@@ -138,6 +144,7 @@ class TableSpec:
         baseline: The row the others are compared with.
         rows: ``(row name, experiment config path)`` in display order; paths resolved against the report config.
         percent: Recall/NDCG in percent.
+        paper: The paper's values: row name -> metric -> value, in the table's units (missing numbers left out).
     """
 
     key: str
@@ -146,10 +153,11 @@ class TableSpec:
     baseline: str
     rows: tuple[tuple[str, Path], ...]
     percent: bool
+    paper: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
-def _config_error(path: Path, where: str, expected: str) -> ValueError:
-    return ValueError(f"{path}: {where}: expected {expected}")
+def _config_error(path: Path, where: str, expected: str) -> ConfigError:
+    return ConfigError(f"{path}: {where}: expected {expected}")
 
 
 def load_report_config(path: str | Path) -> list[TableSpec]:
@@ -166,7 +174,7 @@ def load_report_config(path: str | Path) -> list[TableSpec]:
 
     Raises:
         FileNotFoundError: If the file does not exist.
-        ValueError: If it is not valid YAML or lacks a key (the message names the file, the table and the key).
+        ConfigError: If it is not valid YAML or lacks a key (the message names the file, the table and the key).
     """
     path = Path(path)
     if not path.is_file():
@@ -174,7 +182,7 @@ def load_report_config(path: str | Path) -> list[TableSpec]:
     try:
         parsed = yaml.safe_load(path.read_text())
     except yaml.YAMLError as error:
-        raise ValueError(f"{path}: not valid YAML ({error})") from error
+        raise ConfigError(f"{path}: not valid YAML ({error})") from error
     tables = parsed.get("tables") if isinstance(parsed, dict) else None
     if not isinstance(tables, dict) or not tables:
         raise _config_error(path, "tables", "a mapping of table keys to tables")
@@ -195,12 +203,39 @@ def load_report_config(path: str | Path) -> list[TableSpec]:
         if units not in ("percent", "fraction"):
             raise _config_error(path, f"{where}.units", f"percent or fraction, got {units!r}")
         resolved = tuple((str(name), (path.parent / config).resolve()) for name, config in rows.items())
+        paper = _paper_values(path, where, table.get("paper"), metrics, rows)
         specs.append(
             TableSpec(
-                str(key), str(table.get("title", key)), tuple(metrics), str(baseline), resolved, units == "percent"
+                str(key),
+                str(table.get("title", key)),
+                tuple(metrics),
+                str(baseline),
+                resolved,
+                units == "percent",
+                paper,
             )
         )
     return specs
+
+
+def _paper_values(
+    path: Path, where: str, paper: Any, metrics: Sequence[str], rows: Mapping[str, str]
+) -> dict[str, dict[str, float]]:
+    """A table's ``paper`` entry: row name -> one value per metric (``null`` where the paper has no number)."""
+    if paper is None:
+        return {}
+    if not isinstance(paper, dict):
+        raise _config_error(path, f"{where}.paper", "a mapping of row names to one value per metric")
+    out = {}
+    for name, values in paper.items():
+        if name not in rows:
+            raise _config_error(path, f"{where}.paper.{name}", f"one of the row names {list(rows)}")
+        if not isinstance(values, list) or len(values) != len(metrics):
+            raise _config_error(path, f"{where}.paper.{name}", f"a list of {len(metrics)} values, one per metric")
+        if not all(v is None or isinstance(v, (int, float)) for v in values):
+            raise _config_error(path, f"{where}.paper.{name}", "numbers (null where the paper has none)")
+        out[str(name)] = {m: float(v) for m, v in zip(metrics, values, strict=True) if v is not None}
+    return out
 
 
 def _split(value: str | Sequence[str] | None) -> list[str] | None:
@@ -214,20 +249,20 @@ def select(specs: Sequence[TableSpec], tables: Sequence[str] | None, rows: Seque
     """Keep the chosen tables, and in them the chosen rows plus the baseline.
 
     Raises:
-        ValueError: For a table or row name that the config does not have (listing the ones it has).
+        ConfigError: For a table or row name that the config does not have (listing the ones it has).
     """
     known = {spec.key: spec for spec in specs}
     if tables is not None:
         unknown = [key for key in tables if key not in known]
         if unknown:
-            raise ValueError(f"unknown tables {unknown}; the report config has {list(known)}")
+            raise ConfigError(f"--tables: unknown tables {unknown}; the report config has {list(known)}")
         specs = [known[key] for key in tables]
     if rows is None:
         return list(specs)
     names = {name for spec in specs for name, _ in spec.rows}
     unknown = [name for name in rows if name not in names]
     if unknown:
-        raise ValueError(f"unknown rows {unknown}; the chosen tables have {sorted(names)}")
+        raise ConfigError(f"--rows: unknown rows {unknown}; the chosen tables have {sorted(names)}")
     chosen = [
         dataclasses.replace(spec, rows=tuple(r for r in spec.rows if r[0] in rows or r[0] == spec.baseline))
         for spec in specs
@@ -297,273 +332,6 @@ def prepare_data(
     return store, description
 
 
-# -- findings ----------------------------------------------------------------------------------------------------
-
-
-Claim = Literal["higher", "lower"]
-"""What a finding claims of a row's metric against another row's."""
-
-
-@dataclass(frozen=True)
-class Check:
-    """One comparison a finding rests on: ``row`` against ``other`` on ``metric``, claimed higher or lower.
-
-    Attributes:
-        table: Table of ``row``.
-        row: The row claimed better.
-        other_table: Table of ``other``.
-        other: The row it is compared with.
-        metric: The metric.
-        claim: ``higher`` or ``lower``: what ``row`` is claimed to have.
-        row_mean: Mean of ``row`` (in the table's units).
-        other_mean: Mean of ``other`` (in the table's units).
-        test: Paired t-test of ``row`` against ``other`` (pairs = seeds), in fractions.
-    """
-
-    table: str
-    row: str
-    other_table: str
-    other: str
-    metric: str
-    claim: Claim
-    row_mean: float
-    other_mean: float
-    test: TTest
-
-    @property
-    def outcome(self) -> Literal["for", "against", "n.s."]:
-        """``for``/``against``: significant in / against the claimed direction; ``n.s.``: not significant."""
-        if not self.test.significant(ALPHA):
-            return "n.s."
-        return "for" if (self.test.mean_difference > 0) == (self.claim == "higher") else "against"
-
-
-@dataclass
-class Finding:
-    """One of the paper's findings, checked on this run's numbers.
-
-    Attributes:
-        number: Its number in the report.
-        statement: What the paper found.
-        checks: The comparisons it rests on.
-        unavailable: Rows or tables needed but without results (and why).
-    """
-
-    number: int
-    statement: str
-    checks: list[Check] = field(default_factory=list)
-    unavailable: list[str] = field(default_factory=list)
-
-    @property
-    def counts(self) -> dict[str, int]:
-        """How many checks are significantly for, against, or not significant."""
-        outcomes = [check.outcome for check in self.checks]
-        return {name: outcomes.count(name) for name in ("for", "against", "n.s.")}
-
-    @property
-    def verdict(self) -> str:
-        """The verdict on this run's numbers.
-
-        ``holds``: no comparison significantly against and at least half significantly for; ``does not hold``:
-        none significantly for; ``mixed``: otherwise; ``not evaluated``: no comparison had two paired seeds.
-        """
-        tested = [check for check in self.checks if not math.isnan(check.test.p_value)]
-        if not tested:
-            return "not evaluated"
-        counts = self.counts
-        if counts["for"] == 0:
-            return "does not hold"
-        if counts["against"] == 0 and 2 * counts["for"] >= len(tested):
-            return "holds"
-        return "mixed"
-
-
-def _is_list_metric(metric: str) -> bool:
-    return "recall" in metric or "ndcg" in metric
-
-
-def _check(table: Table, row: Row, other_table: Table, other: Row, metric: str, claim: Claim) -> Check:
-    return Check(
-        table=table.key,
-        row=row.name,
-        other_table=other_table.key,
-        other=other.name,
-        metric=metric,
-        claim=claim,
-        row_mean=row.summary(metric, metric_scale(metric, table.percent))[0],
-        other_mean=other.summary(metric, metric_scale(metric, other_table.percent))[0],
-        test=compare(row, other, metric),
-    )
-
-
-class _Collector:
-    """Builds a finding's checks, noting what is missing instead of failing."""
-
-    def __init__(self, tables: dict[str, Table], finding: Finding) -> None:
-        self.tables = tables
-        self.finding = finding
-
-    def table(self, key: str) -> Table | None:
-        table = self.tables.get(key)
-        if table is None:
-            self.finding.unavailable.append(f"{display_name(key)} is not in this report")
-        return table
-
-    def row(self, table: Table, name: str) -> Row | None:
-        row = table.row(name)
-        if row is None:
-            self.finding.unavailable.append(f"{display_name(table.key)} has no row {name!r}")
-        elif not row.runs:
-            why = {"missing": "config missing", "failed": "failed", "pending": "not run"}[row.status]
-            self.finding.unavailable.append(f"{display_name(table.key)} / {name}: {why}")
-            return None
-        return row
-
-    def add(self, table: Table, row: Row, other_table: Table, other: Row, metrics: Iterable[str], claim: Claim) -> None:
-        constant = {*constant_metrics(table), *constant_metrics(other_table)}
-        for metric in metrics:
-            if metric in constant:
-                # A saturated metric (one value in every run) says nothing about the claim.
-                self.finding.unavailable.append(f"{metric_label(metric)} is constant in every run (left out)")
-            else:
-                self.finding.checks.append(_check(table, row, other_table, other, metric, claim))
-
-    def against_baseline(self, key: str, metrics: Iterable[str] | None, claims: dict[str, Claim]) -> None:
-        """Every non-baseline row of a table against its baseline; ``claims`` maps metric kinds to directions."""
-        table = self.table(key)
-        if table is None:
-            return
-        baseline = self.row(table, table.baseline)
-        for candidate in table.rows:
-            if candidate.name == table.baseline:
-                continue
-            row = self.row(table, candidate.name)
-            if row is None or baseline is None:
-                continue
-            for metric in metrics or table.metrics:
-                kind = "list" if _is_list_metric(metric) else metric
-                if kind in claims:
-                    self.add(table, row, table, baseline, [metric], claims[kind])
-
-
-def evaluate_findings(tables: dict[str, Table]) -> list[Finding]:
-    """Check the paper's five findings on this run's tables.
-
-    1. Stage hard negatives beat random ones on Recall/NDCG: each Table 2 row against Baseline.
-    2. FS-LTR beats hard-negative mining: each Table 3 row against the Table 2 row of the same stage, and Table
-       3's FS-LTR row against every Table 2 row but Baseline, on Recall/NDCG.
-    3. Extra stage negatives raise Recall/NDCG but lower AUC: each Table 4 and Table 6 row against Baseline.
-    4. FS-LTR beats PositiveRank beats Baseline on Recall: Tables 5 and 7.
-    5. The auxiliary ranking loss and competing-item modelling raise AUC: Tables 11 to 14, each row against
-       Baseline.
-
-    Args:
-        tables: The report's tables by key (missing tables and rows are noted, not fatal).
-
-    Returns:
-        The five findings with their checks.
-    """
-    statements = [
-        "Stage samples as hard negatives beat random negatives on Recall/NDCG (Table 2, each row vs Baseline).",
-        "FS-LTR beats hard-negative mining on Recall/NDCG (Table 3 vs Table 2 for the same stage; Table 3's "
-        "FS-LTR row vs every Table 2 row).",
-        "Extra stage negatives raise Recall/NDCG but lower AUC (Tables 4 and 6, each row vs Baseline).",
-        "FS-LTR beats PositiveRank, which beats Baseline, on Recall (Tables 5 and 7).",
-        "The auxiliary ranking loss and competing-item modelling raise AUC (Tables 11-14, each vs Baseline).",
-    ]
-    findings = [Finding(number, statement) for number, statement in enumerate(statements, start=1)]
-
-    _Collector(tables, findings[0]).against_baseline("table2", None, {"list": "higher"})
-
-    second = _Collector(tables, findings[1])
-    hard, cascade = second.table("table2"), second.table("table3")
-    if hard is not None and cascade is not None:
-        metrics = [m for m in cascade.metrics if m in hard.metrics and _is_list_metric(m)]
-        for candidate in cascade.rows:
-            if candidate.name in (cascade.baseline, "FS-LTR") or hard.row(candidate.name) is None:
-                continue
-            row, other = second.row(cascade, candidate.name), second.row(hard, candidate.name)
-            if row is not None and other is not None:
-                second.add(cascade, row, hard, other, metrics, "higher")
-        fsltr = second.row(cascade, "FS-LTR")
-        for candidate in hard.rows:
-            if candidate.name == hard.baseline or fsltr is None:
-                continue
-            other = second.row(hard, candidate.name)
-            if other is not None:
-                second.add(cascade, fsltr, hard, other, metrics, "higher")
-
-    third = _Collector(tables, findings[2])
-    for key in ("table4", "table6"):
-        third.against_baseline(key, None, {"list": "higher", "auc": "lower"})
-
-    fourth = _Collector(tables, findings[3])
-    for key in ("table5", "table7"):
-        table = fourth.table(key)
-        if table is None:
-            continue
-        recall = [m for m in table.metrics if "recall" in m]
-        fsltr, positive, baseline = (fourth.row(table, n) for n in ("FS-LTR", "PositiveRank", table.baseline))
-        if fsltr is not None and positive is not None:
-            fourth.add(table, fsltr, table, positive, recall, "higher")
-        if positive is not None and baseline is not None:
-            fourth.add(table, positive, table, baseline, recall, "higher")
-
-    fifth = _Collector(tables, findings[4])
-    for key in ("table11", "table12", "table13", "table14"):
-        fifth.against_baseline(key, ["auc"], {"auc": "higher"})
-    return findings
-
-
-def _number(value: float) -> str:
-    return "n/a" if math.isnan(value) else f"{value:.4g}"
-
-
-def findings_markdown(findings: Sequence[Finding]) -> str:
-    """The *Findings* section: each finding's verdict, its counts, and every comparison with its p-value."""
-    lines = [
-        "## Findings",
-        "",
-        "Each finding of the paper is checked with paired t-tests (pairs = runs of the same seed, two-sided, "
-        f"α = {ALPHA:g}) on this run's numbers. A comparison is *for* the finding when it is significant in "
-        "the claimed direction, *against* when significant the other way, *n.s.* otherwise. Verdict: **holds** "
-        "when none is against and at least half are for; **does not hold** when none is for; **mixed** "
-        "otherwise; **not evaluated** when no comparison has two paired seeds.",
-        "",
-    ]
-    for finding in findings:
-        counts = finding.counts
-        lines.append(f"### {finding.number}. {finding.statement}")
-        lines.append("")
-        summary = (
-            f"**{finding.verdict}**: {counts['for']} of {len(finding.checks)} comparisons significantly for, "
-            f"{counts['against']} significantly against, {counts['n.s.']} not significant."
-        )
-        lines.append(summary if finding.checks else f"**{finding.verdict}**: no comparison could be made.")
-        if finding.unavailable:
-            lines += ["", "Not available or left out: " + "; ".join(dict.fromkeys(finding.unavailable)) + "."]
-        if finding.checks:
-            lines += [
-                "",
-                "| Comparison | Metric | Claim | Mean | vs mean | p | Outcome |",
-                "|---|---|---|---|---|---|---|",
-            ]
-            for check in finding.checks:
-                other = (
-                    check.other
-                    if check.other_table == check.table
-                    else f"{check.other} ({display_name(check.other_table)})"
-                )
-                name = f"{display_name(check.table)}: {check.row} vs {other}"
-                p = "n/a" if math.isnan(check.test.p_value) else f"{check.test.p_value:.3g}"
-                lines.append(
-                    f"| {name} | {metric_label(check.metric)} | {check.claim} | {_number(check.row_mean)} | "
-                    f"{_number(check.other_mean)} | {p} | {check.outcome} |"
-                )
-        lines.append("")
-    return "\n".join(lines)
-
-
 # -- assembling --------------------------------------------------------------------------------------------------
 
 
@@ -581,7 +349,9 @@ def _build_tables(
     for spec in specs:
         rows = []
         for name, config in spec.rows:
-            row = Row(name, _display(config), missing=not config.is_file())
+            # The paper's values are in the table's units; the runs' metrics are fractions.
+            paper = {m: v / metric_scale(m, spec.percent) for m, v in spec.paper.get(name, {}).items()}
+            row = Row(name, _display(config), missing=not config.is_file(), paper=paper)
             for seed in seeds:
                 result = results.get((config, seed))
                 if result is None:
@@ -673,6 +443,9 @@ def _write_report(
 ) -> None:
     lines = ["# RecFlow experiments", "", *header, ""]
     lines += [findings_markdown(findings), ""]
+    power = seeds_needed_markdown(seeds_needed_table(tables))
+    if power:
+        lines += [power, ""]
     if truth:
         lines += [truth, ""]
     for table in tables:
@@ -721,28 +494,29 @@ def report_recflow(
 
     Args:
         report_config: The report config mapping paper tables to experiment configs.
-        out: Output directory: ``report.md``, ``<table>.png``, ``results.jsonl``, ``runs/``, ``data/``.
-        data: An existing RecFlow store (``stcrank data import-recflow --dst``); by default a store is generated.
-        users: Users of the generated store (default: 500, or 40 with ``--quick``).
-        days: Days of the generated store, the last being the test day (default: 8, or 4 with ``--quick``).
+        out: Output directory: report.md, one <table>.png per table, results.jsonl, runs/ and data/.
+        data: An existing RecFlow store (the --dst of stcrank data import-recflow); by default a store is
+            generated.
+        users: Users of the generated store (default: 500, or 200 with --quick).
+        days: Days of the generated store, the last being the test day (default: 8, or 4 with --quick).
         data_seed: Seed of the generated store.
-        seeds: Seeds per config (default: 5, or 3 with ``--quick``).
-        first_seed: The first seed; the seeds are ``first_seed .. first_seed + seeds - 1``.
-        tables: Tables to run, comma-separated (``table6,table7``); default all.
-        rows: Rows to run, comma-separated row names (``"Rank_neg x1,FS-LTR"``); each table's baseline is always
+        seeds: Seeds per config (default: 5, or 3 with --quick).
+        first_seed: The first seed; the seeds are first_seed, first_seed + 1, ..., first_seed + seeds - 1.
+        tables: Tables to run, comma-separated (table6,table7); default all.
+        rows: Rows to run, comma-separated row names ("Rank_neg x1,FS-LTR"); each table's baseline is always
             kept for the comparisons. Default all.
         quick: The quick preset: a small generated store, 3 seeds, 1 thread, training batches of 128, and the
             test run with the fitted Trainer; finishes every table in minutes.
-        threads: ``torch.set_num_threads`` during the runs (default: every core, or 1 with ``--quick``).
-        retrieval_pool: Generated store only: the generator's retrieval keeps the ``retrieved`` best (by true
-            affinity plus noise) of ``retrieval_pool`` times as many popular items; 1 (the default) retrieves by
+        threads: Torch intra-op threads during the runs (default: every core, or 1 with --quick).
+        retrieval_pool: Generated store only: the generator's retrieval keeps the "retrieved" best (by true
+            affinity plus noise) of --retrieval_pool times as many popular items; 1 (the default) retrieves by
             popularity alone, not personalised.
         retrieval_noise: Generated store only: noise of that personalised retrieval score.
-        run: Run what is missing; ``false`` writes the report from cached results only.
+        run: Run what is missing; false writes the report from cached results only.
         retry_failed: Run again the runs whose cached result is a failure.
         keep_checkpoints: Keep each run's checkpoints (deleted after testing by default, as they are large on
             the real data).
-        extra_args: Extra arguments for every fit and test, e.g. ``[--trainer.accelerator=gpu]``.
+        extra_args: Extra arguments for every fit and test, e.g. [--trainer.accelerator=gpu].
 
     Returns:
         A summary: the paths written, the run counts, the missing configs and each finding's verdict.
@@ -752,7 +526,7 @@ def report_recflow(
     preset = PRESETS["quick" if quick else "full"]
     seed_list = list(range(first_seed, first_seed + (seeds if seeds is not None else preset.seeds)))
     if not seed_list:
-        raise ValueError("seeds must be >= 1")
+        raise ConfigError("--seeds must be >= 1")
     config_path = Path(report_config)
     if not config_path.is_file() and report_config == DEFAULT_CONFIG:
         # Outside the repository: fall back to the copy next to an editable install.
@@ -816,7 +590,8 @@ def report_recflow(
         f"- Runs: {_run_summary(results)}; {sum(cached.get(r.key) is not r for r in results)} run now, the others "
         f"from the cache; {len(missing)} configs missing; report took {time.perf_counter() - started:.0f} s.",
         "- Statistics: mean ± sample standard deviation over seeds; a row is compared with its table's baseline "
-        "by a two-sided paired t-test whose pairs are the runs of the same seed (same data, same seed).",
+        "by a two-sided paired t-test whose pairs are the runs of the same seed (same data, same seed); each "
+        "finding's comparison states its minimum detectable effect (80% power) next to the paper's effect.",
     ]
     truth = None
     if data is None:

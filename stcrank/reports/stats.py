@@ -1,8 +1,14 @@
-"""Summary statistics and the paired t-test of the experiment reports, in plain Python (no SciPy).
+"""Summary statistics, the paired t-test and power calculations of the experiment reports, in plain Python.
 
 The Student-t distribution function goes through the regularised incomplete beta function
 ``I_x(a, b)``, evaluated with its continued fraction (modified Lentz's method, as in *Numerical Recipes*,
-section 6.4): for ``T ~ t(df)``, ``P(|T| >= |t|) = I_{df / (df + t^2)}(df / 2, 1 / 2)``.
+section 6.4): for ``T ~ t(df)``, ``P(|T| >= |t|) = I_{df / (df + t^2)}(df / 2, 1 / 2)``. Its quantiles are found
+by bisection on that function (``df = inf`` is the standard normal, :class:`statistics.NormalDist`).
+
+The minimum detectable effect of a two-sided test at level ``alpha`` with power ``1 - beta``, for an estimate
+with standard error ``se`` on ``df`` degrees of freedom, is the usual
+``MDE = (t_{1 - alpha / 2, df} + t_{1 - beta, df}) * se`` (e.g. ``2.80 * se`` for a large ``df``, alpha = 0.05,
+power = 0.8): a true effect of that size is found significant in 80% of repeated experiments.
 """
 
 from __future__ import annotations
@@ -10,14 +16,18 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from statistics import NormalDist
 
 __all__ = [
     "TTest",
     "mean",
+    "minimum_detectable_effect",
     "paired_t_test",
     "regularized_incomplete_beta",
     "sample_std",
+    "seeds_needed",
     "student_t_cdf",
+    "student_t_quantile",
     "student_t_two_sided_p",
 ]
 
@@ -128,6 +138,93 @@ def student_t_cdf(t: float, df: float) -> float:
     """The distribution function ``P(T <= t)`` of Student's t distribution with ``df`` degrees of freedom."""
     tail = student_t_two_sided_p(t, df) / 2.0
     return 1.0 - tail if t > 0 else tail
+
+
+def student_t_quantile(q: float, df: float) -> float:
+    """The quantile ``t`` with ``P(T <= t) = q`` of Student's t distribution (``df = inf``: the standard normal).
+
+    Args:
+        q: Probability, strictly between 0 and 1.
+        df: Degrees of freedom, > 0 (``math.inf`` for the normal).
+
+    Returns:
+        The quantile.
+
+    Raises:
+        ValueError: For ``q`` outside (0, 1) or ``df <= 0``.
+    """
+    if not 0.0 < q < 1.0:
+        raise ValueError(f"q must be in (0, 1), got {q}")
+    if df <= 0:
+        raise ValueError(f"degrees of freedom must be > 0, got {df}")
+    if math.isinf(df):
+        return NormalDist().inv_cdf(q)
+    if q < 0.5:
+        return -student_t_quantile(1.0 - q, df)
+    low, high = 0.0, 1.0
+    while student_t_cdf(high, df) < q:
+        low, high = high, 2.0 * high
+    for _ in range(200):  # bisection to full double precision
+        middle = (low + high) / 2.0
+        if middle in (low, high):
+            break
+        if student_t_cdf(middle, df) < q:
+            low = middle
+        else:
+            high = middle
+    return (low + high) / 2.0
+
+
+def minimum_detectable_effect(se: float, df: float, alpha: float = 0.05, power: float = 0.8) -> float:
+    """The smallest true effect a two-sided t-test at level ``alpha`` finds significant with probability ``power``.
+
+    ``MDE = (t_{1 - alpha / 2, df} + t_{power, df}) * se``.
+
+    Args:
+        se: Standard error of the estimated effect.
+        df: Degrees of freedom of that standard error (``math.inf`` when it is known, e.g. from many sessions).
+        alpha: Significance level.
+        power: Wanted power.
+
+    Returns:
+        The MDE, in the units of ``se``; NaN when ``se`` is NaN.
+    """
+    if math.isnan(se):
+        return math.nan
+    return (student_t_quantile(1.0 - alpha / 2.0, df) + student_t_quantile(power, df)) * se
+
+
+def seeds_needed(
+    sd: float, effect: float, alpha: float = 0.05, power: float = 0.8, at_least: int = 2, at_most: int = 10_000
+) -> int | None:
+    """The fewest paired seeds ``n`` whose mean difference has an MDE at or below ``|effect|``.
+
+    With ``n`` seeds the mean of the per-seed differences has ``se = sd / sqrt(n)`` on ``n - 1`` degrees of
+    freedom; this returns the smallest ``n >= at_least`` with ``minimum_detectable_effect(se, n - 1) <= |effect|``.
+
+    Args:
+        sd: Standard deviation of one seed's difference (e.g. the sample SD of the observed paired differences).
+        effect: The effect to detect (its sign is ignored).
+        alpha: Significance level.
+        power: Wanted power.
+        at_least: Smallest ``n`` considered (2: a t-test needs two).
+        at_most: Largest ``n`` considered.
+
+    Returns:
+        The number of seeds, or None when even ``at_most`` seeds do not suffice (or ``effect`` is 0 or NaN).
+    """
+    if math.isnan(sd) or math.isnan(effect) or effect == 0:
+        return None
+    if sd == 0:
+        return at_least
+    # The normal-theory size is a lower bound (t quantiles exceed normal ones): start the search there.
+    normal = (minimum_detectable_effect(sd, math.inf, alpha, power) / abs(effect)) ** 2
+    if normal > at_most:
+        return None
+    for n in range(max(at_least, math.ceil(normal)), at_most + 1):
+        if minimum_detectable_effect(sd / math.sqrt(n), n - 1, alpha, power) <= abs(effect):
+            return n
+    return None
 
 
 @dataclass(frozen=True)

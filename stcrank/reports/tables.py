@@ -44,6 +44,7 @@ class Row:
         runs: Test metrics of each successful run, by seed.
         failures: Error message of each failed run, by seed.
         missing: The config file does not exist (nothing could run).
+        paper: The paper's value of each metric for this row, in the table's units (metrics without one left out).
     """
 
     name: str
@@ -51,6 +52,7 @@ class Row:
     runs: dict[int, dict[str, float]] = field(default_factory=dict)
     failures: dict[int, str] = field(default_factory=dict)
     missing: bool = False
+    paper: dict[str, float] = field(default_factory=dict)
 
     def values(self, metric: str) -> dict[int, float]:
         """The metric's value for each seed that has it."""

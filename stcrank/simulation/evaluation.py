@@ -9,7 +9,7 @@ SE that uses the covariance of the paired means.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 import torch
@@ -31,10 +31,12 @@ FOCUS_METRICS = (
     "return_prob",
     "expected_purchases",
     "expected_ipv",
+    "expected_depth",
     "expected_gmv",
 )
-"""Per-session metrics of :func:`evaluate_focus`. The ``expected_*`` ones sum the true probabilities of the views
-served (Rao-Blackwellised): same mean as the realised counts, much smaller paired standard errors."""
+"""Per-session metrics of :func:`evaluate_focus`. ``purchases``, ``ipv``, ``depth`` and ``gmv`` are the sampled
+outcomes; each ``expected_<name>`` scores every served list by its closed-form expected outcomes given the state
+it was served in (:mod:`stcrank.simulation.expectation`): the same mean, a much smaller paired standard error."""
 
 EXPLORE_METRICS = (
     "purchases",
@@ -50,8 +52,33 @@ EXPLORE_METRICS = (
     "f_depth",
     "expected_purchases",
     "expected_ipv",
+    "expected_gmv",
+    "expected_e_exposures",
+    "expected_e_clicks",
+    "expected_e_purchases",
+    "expected_f_entries",
+    "expected_f_purchases",
+    "expected_f_ipv",
+    "expected_f_depth",
 )
-"""Per-visit metrics of :func:`evaluate_explore` (``purchases``, ``ipv`` and ``gmv`` are E + F)."""
+"""Per-visit metrics of :func:`evaluate_explore` (``purchases``, ``ipv`` and ``gmv`` are E + F). Each
+``expected_<name>`` is the closed-form expectation of the E-stage part over the homepage draws plus the entered
+F sessions' per-list expectations."""
+
+
+def expected_metric(name: str, available: Sequence[str]) -> str:
+    """The closed-form counterpart ``expected_<name>`` of a sampled metric when there is one, else ``name``.
+
+    Args:
+        name: A metric name (``purchases``).
+        available: The metrics of an evaluation.
+
+    Returns:
+        ``expected_<name>`` if it is in ``available``, else ``name`` (e.g. ``return_prob``, a non-linear function
+        of a whole session's outcomes, has only its sampled value).
+    """
+    candidate = f"expected_{name}"
+    return candidate if candidate in available else name
 
 
 @dataclass(frozen=True)
@@ -297,6 +324,7 @@ def focus_metrics(world: World, result: FocusResult) -> dict[str, Tensor]:
         "return_prob": return_prob(world, result.ipv, result.purchases).double(),
         "expected_purchases": result.expected_purchases.double(),
         "expected_ipv": result.expected_ipv.double(),
+        "expected_depth": result.expected_depth.double(),
         "expected_gmv": result.expected_gmv.double(),
     }
 
@@ -313,6 +341,14 @@ def explore_metrics(world: World, result: ExploreResult) -> dict[str, Tensor]:
     """
     purchases = result.e_purchases + result.f_purchases
     ipv = result.e_clicks + result.f_ipv
+    n_visits = result.users.numel()
+    focus = result.focus
+
+    def per_visit(values: Tensor) -> Tensor:
+        return torch.zeros(n_visits, dtype=torch.float64).index_add_(0, result.focus_visit, values.double())
+
+    e = result.expected
+    f_purchases, f_ipv = per_visit(focus.expected_purchases), per_visit(focus.expected_ipv)
     return {
         "purchases": purchases.double(),
         "ipv": ipv.double(),
@@ -325,8 +361,16 @@ def explore_metrics(world: World, result: ExploreResult) -> dict[str, Tensor]:
         "f_purchases": result.f_purchases.double(),
         "f_ipv": result.f_ipv.double(),
         "f_depth": result.f_depth.double(),
-        "expected_purchases": result.expected_purchases.double(),
-        "expected_ipv": result.expected_ipv.double(),
+        "expected_purchases": e["e_purchases"] + f_purchases,
+        "expected_ipv": e["e_clicks"] + f_ipv,
+        "expected_gmv": e["e_gmv"] + per_visit(focus.expected_gmv),
+        "expected_e_exposures": e["e_exposures"],
+        "expected_e_clicks": e["e_clicks"],
+        "expected_e_purchases": e["e_purchases"],
+        "expected_f_entries": e["f_entries"],
+        "expected_f_purchases": f_purchases,
+        "expected_f_ipv": f_ipv,
+        "expected_f_depth": per_visit(focus.expected_depth),
     }
 
 

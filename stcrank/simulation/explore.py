@@ -35,6 +35,8 @@ _E_DOMAIN = 0xE5E5
 _HOME_DOMAIN = 0x40AE
 _VISIT_DOMAIN = 0x7151
 _TABLE_DOMAIN = 0x7AB1
+EXPECTED_E_METRICS = ("e_exposures", "e_clicks", "e_purchases", "e_gmv", "f_entries")
+"""E-stage outcomes whose closed-form expectation :func:`simulate_explore` returns (:attr:`ExploreResult.expected`)."""
 MAX_VISIT_KEY = (1 << 24) - 2
 """Largest visit key: F-session keys ``(v + 1) * 256 + j`` must stay below 2**32."""
 
@@ -176,9 +178,11 @@ class ExploreResult:
         f_ipv: F-stage valid views, ``[V]``.
         f_depth: F-stage items seen, ``[V]``.
         f_gmv: F-stage purchased value, ``[V]``.
-        expected_purchases: Rao-Blackwellised E + F purchases: the true click-and-buy probability of every
-            homepage exposure seen plus the F sessions' ``expected_purchases``, ``[V]``.
-        expected_ipv: Rao-Blackwellised E + F valid views (click probabilities plus F ``expected_ipv``), ``[V]``.
+        expected: Closed-form expectations of the E-stage outcomes over the homepage exits and the click, purchase
+            and swipe draws (position ``j`` is seen with probability ``(1 - x) ** j``, ``x`` the user's
+            homepage exit probability), ``[V]`` each: ``e_exposures``, ``e_clicks``, ``e_purchases``, ``e_gmv`` and
+            ``f_entries``. The F part of a visit's expected outcomes is the entered F sessions' per-list
+            expectations (:attr:`FocusResult.expected_purchases` ...), summed per visit by the evaluation.
         category_purchases: E + F purchases by category, ``[V, C]``.
         focus: The F sessions (their ``starts`` give user, trigger and key).
         focus_visit: Visit row of each F session, ``[F]``.
@@ -197,8 +201,7 @@ class ExploreResult:
     f_ipv: Tensor
     f_depth: Tensor
     f_gmv: Tensor
-    expected_purchases: Tensor
-    expected_ipv: Tensor
+    expected: dict[str, Tensor]
     category_purchases: Tensor
     focus: FocusResult
     focus_visit: Tensor
@@ -289,8 +292,7 @@ def simulate_explore(
         f_ipv=per_visit(focus.ipv),
         f_depth=per_visit(focus.depth),
         f_gmv=per_visit(focus.gmv),
-        expected_purchases=cat("e_expected_purchases") + per_visit(focus.expected_purchases),
-        expected_ipv=cat("e_expected_clicks") + per_visit(focus.expected_ipv),
+        expected={name: cat(f"expected_{name}") for name in EXPECTED_E_METRICS},
         category_purchases=category_purchases,
         focus=focus,
         focus_visit=f_visit,
@@ -321,6 +323,7 @@ def _simulate_entries(
         expected_purchases=torch.zeros(0, dtype=torch.float64),
         expected_ipv=torch.zeros(0, dtype=torch.float64),
         expected_gmv=torch.zeros(0, dtype=torch.float64),
+        expected_depth=torch.zeros(0, dtype=torch.float64),
         category_purchases=torch.zeros(0, world.n_categories, dtype=torch.int64),
         purchase_session=empty,
         purchase_depth=empty,
@@ -352,6 +355,11 @@ def _homepage_chunk(
     e_category = torch.zeros(users.numel(), world.n_categories, dtype=torch.int64)
     e_category.scatter_add_(1, category, buy.long())
     f_visit, f_slot = swipe.nonzero(as_tuple=True)
+    # Closed form over the draws: position j is seen with probability (1 - exit) ** j.
+    stay = 1.0 - explore_exit_prob(world, users).double()
+    p_seen = stay[:, None] ** torch.arange(m, dtype=torch.float64)
+    p_click = p_seen * truth.ctr.double()
+    p_buy = p_click * truth.detail_cvr.double()
     out: dict[str, object] = {
         "users": users,
         "e_exposures": seen.sum(1),
@@ -359,8 +367,11 @@ def _homepage_chunk(
         "e_purchases": buy.sum(1),
         "e_gmv": torch.where(buy, price, 0.0).sum(1),
         "e_category_purchases": e_category,
-        "e_expected_purchases": torch.where(seen, truth.ctcvr, 0.0).sum(1).double(),
-        "e_expected_clicks": torch.where(seen, truth.ctr, 0.0).sum(1).double(),
+        "expected_e_exposures": p_seen.sum(1),
+        "expected_e_clicks": p_click.sum(1),
+        "expected_e_purchases": p_buy.sum(1),
+        "expected_e_gmv": (p_buy * price).sum(1),
+        "expected_f_entries": (p_click * truth.swipe.double()).sum(1),
         "f_visit": f_visit,
         "f_position": f_slot + 1,
         "f_trigger": shown[f_visit, f_slot],

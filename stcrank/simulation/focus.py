@@ -23,9 +23,11 @@ from torch import Tensor
 
 from stcrank.simulation import rng
 from stcrank.simulation.config import FocusConfig
+from stcrank.simulation.expectation import ListExpectation, expected_list_outcomes
 from stcrank.simulation.policies import FPolicy
 from stcrank.simulation.requests import CandidatePool, FRequest
 from stcrank.simulation.truth import (
+    PairTerms,
     exit_prob,
     explore_truth,
     pair_terms,
@@ -216,10 +218,13 @@ class FocusResult:
         purchases: Purchases, ``[S]``.
         gmv: Purchased value, ``[S]`` (float64).
         truncated: Whether the session hit the depth or candidate limit instead of exiting, ``[S]``.
-        expected_purchases: Sum over the views served of their true purchase probability at the realised
-            history: an unbiased, lower-variance (Rao-Blackwellised) estimate of the purchases, ``[S]``.
-        expected_ipv: The same for valid views (sum of ``P(T > 2 s)``), ``[S]``.
+        expected_purchases: Sum over the session's served lists of their expected purchases given the state each
+            list was served in (:func:`~stcrank.simulation.expectation.expected_list_outcomes`, closed form over
+            the watch, purchase and exit draws within the list): an unbiased, lower-variance estimate of the
+            purchases, ``[S]``.
+        expected_ipv: The same for valid views, ``[S]``.
         expected_gmv: The same for purchased value, ``[S]``.
+        expected_depth: The same for items seen, ``[S]``.
         category_purchases: Purchases by item category, ``[S, C]``.
         purchase_session: Session row of every purchase, ``[P]``.
         purchase_depth: 1-based depth of every purchase, ``[P]``.
@@ -236,6 +241,7 @@ class FocusResult:
     expected_purchases: Tensor
     expected_ipv: Tensor
     expected_gmv: Tensor
+    expected_depth: Tensor
     category_purchases: Tensor
     purchase_session: Tensor
     purchase_depth: Tensor
@@ -275,12 +281,43 @@ class FocusResult:
             expected_purchases=torch.cat([p.expected_purchases for p in parts]),
             expected_ipv=torch.cat([p.expected_ipv for p in parts]),
             expected_gmv=torch.cat([p.expected_gmv for p in parts]),
+            expected_depth=torch.cat([p.expected_depth for p in parts]),
             category_purchases=torch.cat([p.category_purchases for p in parts]),
             purchase_session=torch.cat([p.purchase_session + o for p, o in zip(parts, offsets, strict=True)]),
             purchase_depth=torch.cat([p.purchase_depth for p in parts]),
             purchase_category=torch.cat([p.purchase_category for p in parts]),
             log=log,
         )
+
+
+def list_expectation(world: World, listed: PairTerms, views: Tensor, depth: int) -> ListExpectation:
+    """Expected outcomes of served lists given the state they are served in (closed form).
+
+    See :mod:`stcrank.simulation.expectation`.
+
+    Args:
+        world: The world.
+        listed: Pair terms of the listed items in display order, ``[R, k]``.
+        views: Valid views of every category so far in each session, ``[R, C]``.
+        depth: Items seen before the list's first item.
+
+    Returns:
+        The expectations, each ``[R]``.
+    """
+    k = listed.category.shape[1]
+    wide = PairTerms(*(t[..., None] for t in listed))
+    # Purchase probability of item j after c earlier valid views of its category within the list: [R, k, k].
+    counts = views.gather(1, listed.category)[:, :, None] + torch.arange(k)
+    survival = watch_survival(world, listed)  # the first threshold is the valid-view one
+    purchase = purchase_prob(world, wide, counts, [s[..., None] for s in survival])
+    return expected_list_outcomes(
+        ipv=survival[0],
+        purchase=purchase,
+        e0=exit_prob(world, listed, depth + torch.arange(k)),
+        e1=listed.e1,
+        same_category=listed.category[:, :, None] == listed.category[:, None, :],
+        price=listed.price,
+    )
 
 
 def check_ranking(choice: Tensor, rows: int, k: int, n: int, policy: object) -> Tensor:
@@ -367,7 +404,7 @@ def _simulate_chunk(
     depth = torch.zeros(n_sessions, dtype=torch.int64)
     alive = torch.ones(n_sessions, dtype=torch.bool)
     truncated = torch.zeros(n_sessions, dtype=torch.bool)
-    expected = torch.zeros(3, n_sessions, dtype=torch.float64)  # purchases, valid views, purchased value
+    expected = torch.zeros(4, n_sessions, dtype=torch.float64)  # purchases, valid views, purchased value, depth
     category_purchases = torch.zeros(n_sessions, world.n_categories, dtype=torch.int64)
     events: list[tuple[Tensor, Tensor, Tensor]] = []
     rows_log: list[dict[str, Tensor]] = []
@@ -399,6 +436,8 @@ def _simulate_chunk(
         choice = check_ranking(policy.rank(request, k), rows.numel(), k, n - d0, policy)
         chosen = available.gather(1, choice)
         shown[rows[:, None], chosen] = True
+        listed = list_expectation(world, terms.take(rows[:, None] * n + chosen), views[rows], d0)
+        expected[:, rows] += torch.stack([listed.purchases, listed.ipv, listed.gmv, listed.depth])
         live = torch.ones(rows.numel(), dtype=torch.bool)
         for j in range(k):
             local = live.nonzero().squeeze(1)
@@ -416,9 +455,6 @@ def _simulate_chunk(
             buy = u[:, 1] < purchase_prob_given_watch(world, t, before, watch)
             e0 = exit_prob(world, t, d)
             leave = u[:, 2] < torch.where(buy, t.e1, e0)
-            survival = watch_survival(world, t)
-            cvr = purchase_prob(world, t, before, survival)
-            expected[:, s] += torch.stack([cvr, survival[0], cvr * t.price]).double()
             views[s, category] = before + ipv.long()
             ipv_count[s] += ipv.long()
             purchases[s] += buy.long()
@@ -429,6 +465,7 @@ def _simulate_chunk(
             if bool(buy.any()):
                 events.append((s[buy], torch.full((int(buy.sum()),), d + 1), category[buy]))
             if record:
+                cvr = purchase_prob(world, t, before, watch_survival(world, t))
                 sdr = 1.0 - cvr * t.e1 - (1.0 - cvr) * e0
                 rows_log.append(
                     {
@@ -474,6 +511,7 @@ def _simulate_chunk(
         expected_purchases=expected[0],
         expected_ipv=expected[1],
         expected_gmv=expected[2],
+        expected_depth=expected[3],
         category_purchases=category_purchases,
         purchase_session=cat_events(0),
         purchase_depth=cat_events(1),

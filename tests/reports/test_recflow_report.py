@@ -108,7 +108,12 @@ def _retrieval_tables(hard_delta: float, cascade_delta: float) -> dict[str, Tabl
 
 def test_findings_one_and_two_hold_when_the_numbers_say_so():
     findings = evaluate_findings(_retrieval_tables(hard_delta=0.05, cascade_delta=0.05))
-    assert findings[0].verdict == "holds" and findings[0].counts == {"for": 4, "against": 0, "n.s.": 0}
+    assert findings[0].verdict == "holds" and findings[0].counts == {
+        "holds": 4,
+        "reversed": 0,
+        "no effect larger than the MDE": 0,
+        "underpowered": 0,
+    }
     # Same-stage pairs (2 rows x 2 metrics) plus FS-LTR against each Table 2 row (2 x 2).
     assert findings[1].verdict == "holds" and len(findings[1].checks) == 8
     assert findings[1].checks[0].row_mean == pytest.approx(100 * (0.51 + 0.1 + 0.0005))  # percent table
@@ -118,8 +123,10 @@ def test_findings_one_and_two_hold_when_the_numbers_say_so():
 
 def test_findings_do_not_hold_or_are_mixed_when_the_numbers_disagree():
     findings = evaluate_findings(_retrieval_tables(hard_delta=-0.05, cascade_delta=0.0))
-    assert findings[0].verdict == "does not hold" and findings[0].counts["against"] == 4
-    assert findings[1].verdict == "does not hold"  # cascade rows equal hard ones: nothing significant
+    assert findings[0].verdict == "does not hold" and findings[0].counts["reversed"] == 4
+    # Cascade rows equal hard ones: nothing significant, and without the paper's numbers nothing says an effect
+    # as large as the paper's would have been seen: underpowered, not "does not hold".
+    assert findings[1].verdict == "underpowered" and findings[1].counts["underpowered"] == 8
     tables = _retrieval_tables(hard_delta=0.05, cascade_delta=0.05)
     tables["table2"].rows[2] = _row("Rank_pos", **dict.fromkeys(tables["table2"].metrics, _shift(BASE, -0.05)))
     assert evaluate_findings(tables)[0].verdict == "mixed"
@@ -132,8 +139,8 @@ def test_finding_three_wants_higher_recall_and_lower_auc():
     table.rows.append(Row("Rank_neg x10", "missing.yaml", missing=True))
     finding = evaluate_findings({"table6": table})[2]
     assert [(c.metric, c.claim, c.outcome) for c in finding.checks] == [
-        ("auc", "lower", "for"),
-        ("recflow_recall@50", "higher", "for"),
+        ("auc", "lower", "holds"),
+        ("recflow_recall@50", "higher", "holds"),
     ]
     assert finding.verdict == "holds"
     assert "Table 6 / Rank_neg x10: config missing" in finding.unavailable
@@ -151,6 +158,43 @@ def test_findings_four_and_five():
     assert [c.metric for c in findings[3].checks] == ["recflow_recall@50", "recflow_recall@50"]
     assert findings[3].verdict == "holds"
     assert [c.metric for c in findings[4].checks] == ["auc"] and findings[4].verdict == "does not hold"
+
+
+def test_the_shipped_config_carries_the_papers_numbers():
+    specs = {spec.key: spec for spec in load_report_config(ROOT / "configs" / "reports" / "recflow.yaml")}
+    assert all(spec.paper.get(spec.baseline) for spec in specs.values())
+    assert specs["table2"].paper["Prerank_neg"]["recflow_recall@100"] == 0.575
+    assert "recflow_recall@50" not in specs["table7"].paper["FS-LTR"]  # lost in print
+
+
+@pytest.mark.slow
+def test_report_stores_have_more_candidates_than_the_largest_cut_off(tmp_path):
+    """Every reported Recall/NDCG cut-off can move: the quick store's corpus and candidate lists exceed them."""
+    import numpy as np
+
+    from stcrank.data.recflow.schema import STAGE_CODE
+    from stcrank.data.recflow.store import RecFlowStore
+    from stcrank.reports.recflow import PRESETS, prepare_data
+
+    specs = load_report_config(ROOT / "configs" / "reports" / "recflow.yaml")
+
+    def largest(group: str) -> int:
+        cuts = [
+            int(m.split("@")[1]) for spec in specs for m in spec.metrics if "@" in m and group in str(spec.rows[0][1])
+        ]
+        return max(cuts)
+
+    preset = PRESETS["quick"]
+    store_path, _ = prepare_data(out=tmp_path, data=None, users=preset.users, days=preset.days, seed=0)
+    store = RecFlowStore(store_path)
+    test_day = store.days[-1]
+    assert len(np.unique(store.exposed_corpus(test_day))) > largest("retrieval")
+    counts = np.diff(store.stage_offsets(test_day), axis=1)
+    ranking = sum(counts[:, STAGE_CODE[s]] for s in ("realshow", "rerank_pos", "rerank_neg", "rank_pos", "rank_neg"))
+    assert int(ranking.min()) > largest("/rank/")
+    assert int((ranking + counts[:, STAGE_CODE["coarse_neg"]]).min()) > largest("coarse")
+    # The full preset's store is larger in users and days than the quick one.
+    assert PRESETS["full"].users >= preset.users and PRESETS["full"].days >= preset.days
 
 
 def test_a_single_seed_leaves_findings_not_evaluated():
@@ -224,6 +268,7 @@ def test_report_runs_caches_and_writes_tables_plots_and_findings(tmp_path, recfl
     assert summary["runs"] == {"ok": 9, "failed": 3}
     assert summary["missing_configs"] == [str(tmp_path / "exp" / "not_written_yet.yaml")]
     assert summary["findings"][3] == "holds" and summary["findings"][5] == "does not hold"
+    assert "MDE" in (out / "report.md").read_text()
     report = (out / "report.md").read_text()
     table6 = _section(report, "## Table 6")
     assert _cells(table6, "Baseline")[0] == "**0.710 ± 0.010**"

@@ -6,10 +6,13 @@ from hypothesis import strategies as st
 
 from stcrank.reports.stats import (
     mean,
+    minimum_detectable_effect,
     paired_t_test,
     regularized_incomplete_beta,
     sample_std,
+    seeds_needed,
     student_t_cdf,
+    student_t_quantile,
     student_t_two_sided_p,
 )
 
@@ -119,3 +122,47 @@ def test_paired_t_test_detects_a_consistent_shift():
     better = [b + 0.01 + 0.001 * i for i, b in enumerate(baseline)]
     test = paired_t_test(better, baseline)
     assert test.significant(0.05) and test.mean_difference > 0
+
+
+# One-sided quantiles of Student's t from printed tables (and the normal for df = inf).
+@pytest.mark.parametrize(
+    ("q", "df", "t"),
+    [
+        (0.975, 1, 12.706),
+        (0.975, 2, 4.303),
+        (0.975, 4, 2.776),
+        (0.975, 9, 2.262),
+        (0.8, 2, 1.061),
+        (0.8, 9, 0.883),
+        (0.8, 29, 0.854),
+        (0.975, math.inf, 1.95996),
+        (0.8, math.inf, 0.84162),
+        (0.025, 4, -2.776),
+    ],
+)
+def test_student_t_quantile_matches_tables(q, df, t):
+    assert student_t_quantile(q, df) == pytest.approx(t, abs=1e-3)
+
+
+@given(st.floats(0.001, 0.999), st.floats(0.5, 200.0))
+def test_student_t_quantile_inverts_the_cdf(q, df):
+    assert student_t_cdf(student_t_quantile(q, df), df) == pytest.approx(q, abs=1e-9)
+
+
+def test_minimum_detectable_effect_by_hand():
+    # Large df: (1.95996 + 0.84162) * se = 2.8016 * se; df = 4: (2.7764 + 0.9410) * se.
+    assert minimum_detectable_effect(1.0, math.inf) == pytest.approx(2.8016, abs=1e-4)
+    assert minimum_detectable_effect(0.5, 4) == pytest.approx(0.5 * (2.7764 + 0.9410), abs=1e-3)
+    assert math.isnan(minimum_detectable_effect(math.nan, 3))
+    with pytest.raises(ValueError):
+        student_t_quantile(1.0, 3)
+
+
+def test_seeds_needed_is_the_first_size_whose_mde_reaches_the_effect():
+    n = seeds_needed(sd=1.0, effect=1.0)
+    assert n is not None and minimum_detectable_effect(1 / math.sqrt(n), n - 1) <= 1.0
+    assert minimum_detectable_effect(1 / math.sqrt(n - 1), n - 2) > 1.0
+    assert n == 10  # (2.306 + 0.889) / sqrt(9) = 1.065 > 1 >= (2.262 + 0.883) / sqrt(10) = 0.995
+    assert seeds_needed(sd=0.0, effect=0.1) == 2
+    assert seeds_needed(sd=1.0, effect=0.0) is None
+    assert seeds_needed(sd=1.0, effect=0.001, at_most=100) is None

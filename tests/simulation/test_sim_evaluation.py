@@ -4,7 +4,15 @@ import pytest
 import torch
 
 from stcrank.simulation.config import ExploreConfig, FocusConfig, WorldConfig
-from stcrank.simulation.evaluation import FOCUS_METRICS, Evaluation, evaluate_explore, evaluate_focus, paired_delta
+from stcrank.simulation.evaluation import (
+    EXPLORE_METRICS,
+    FOCUS_METRICS,
+    Evaluation,
+    evaluate_explore,
+    evaluate_focus,
+    expected_metric,
+    paired_delta,
+)
 from stcrank.simulation.policies import (
     ERandomPolicy,
     RandomPolicy,
@@ -91,8 +99,18 @@ def test_explore_arms_share_visits(world):
     assert ev.compare("log", "random", "e_clicks").z > 3
     metrics = ev.metrics["log"]
     assert torch.allclose(metrics["purchases"], metrics["e_purchases"] + metrics["f_purchases"])
-    gap = metrics["purchases"] - metrics["expected_purchases"]
-    assert abs(float(gap.mean())) < 4 * float(gap.std()) / len(gap) ** 0.5
+    for name in ("purchases", "ipv", "gmv", "e_exposures", "e_clicks", "e_purchases", "f_entries", "f_depth"):
+        gap = metrics[name] - metrics[f"expected_{name}"]
+        assert abs(float(gap.mean())) < 4 * float(gap.std()) / len(gap) ** 0.5, name
+    # the homepage's closed form leaves no exit noise: E-stage exposures vary only with the user's exit propensity
+    assert float(metrics["expected_e_exposures"].std()) < 0.5 * float(metrics["e_exposures"].std())
+
+
+def test_expected_metric_names():
+    assert expected_metric("purchases", FOCUS_METRICS) == "expected_purchases"
+    assert expected_metric("depth", FOCUS_METRICS) == "expected_depth"
+    assert expected_metric("return_prob", FOCUS_METRICS) == "return_prob"
+    assert expected_metric("f_entries", EXPLORE_METRICS) == "expected_f_entries"
 
 
 def test_evaluation_needs_policies(world):
