@@ -19,8 +19,10 @@ from collections.abc import Mapping, Sequence
 _AT_K = re.compile(r"^(?P<name>.+)@(?P<k>\d+)$")
 
 
-def _value(value: float) -> str:
-    return "nan" if math.isnan(value) else f"{value:.4f}"
+def _value(value: float, name: str = "") -> str:
+    if math.isnan(value):
+        return "nan"
+    return f"{value:.0f}" if name.endswith("_excluded") else f"{value:.4f}"  # counts of left-out groups
 
 
 def _block(title: str, names: Sequence[str], metrics: Mapping[str, float]) -> list[str]:
@@ -34,7 +36,7 @@ def _block(title: str, names: Sequence[str], metrics: Mapping[str, float]) -> li
     width = max([len(name) for name in [*plain, *cut]] + [10]) + 2
     header = title if not ks else title.ljust(width + 2) + "".join(f"{'@' + str(k):>9}" for k in ks)
     lines = [header]
-    lines += [f"  {name:<{width}}{_value(metrics[name]):>9}" for name in plain]
+    lines += [f"  {name:<{width}}{_value(metrics[name], name):>9}" for name in plain]
     for name, values in cut.items():
         cells = "".join(f"{_value(values[k]) if k in values else '':>9}" for k in ks)
         lines.append(f"  {name:<{width}}{cells}")

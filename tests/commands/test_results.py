@@ -19,3 +19,10 @@ def test_metrics_are_shown_once_by_set_with_cut_offs_as_columns():
 def test_nan_is_explained():
     text = format_results("t", {"auc": float("nan")}, {"exposures": ["auc"]}, footer="metrics: x.csv")
     assert "nan" in text and "labels of both classes" in text and text.endswith("metrics: x.csv")
+
+
+def test_counts_of_left_out_groups_are_whole_numbers():
+    metrics = {"gauc_user": 0.5191, "gauc_user_excluded": 67.0}
+    lines = format_results("t", metrics, {"exposures": ["gauc_user", "gauc_user_excluded"]}).splitlines()
+    assert ["gauc_user", "0.5191"] in [line.split() for line in lines]
+    assert ["gauc_user_excluded", "67"] in [line.split() for line in lines]
