@@ -51,7 +51,8 @@ def load_policy_specs(policies: str | Sequence[Mapping[str, Any]]) -> list[dict[
     source = "policies"
     if isinstance(policies, str):
         path = Path(policies)
-        if path.suffix in (".yaml", ".yml", ".json") or path.is_file():
+        inline = "\n" in policies or policies.lstrip().startswith(("[", "{", "-"))  # YAML text, not a file name
+        if not inline and (path.suffix in (".yaml", ".yml", ".json") or path.is_file()):
             if not path.is_file():
                 raise ValueError(f"{path}: policies file not found")
             source, policies = str(path), yaml.safe_load(path.read_text())

@@ -60,3 +60,12 @@ def test_a_full_disk_names_the_result_file_and_leaves_none_half_written(eshop_st
     with pytest.raises(OutputError, match=r"cannot write the simulation result .*r\.json: no space left"):
         simulate(data=str(eshop_store), policies=POLICIES, sessions=20, out=str(out))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_long_inline_policies_are_read_as_yaml_not_as_a_file_name():
+    # Longer than a file name may be (255 bytes): was handed to the file system and failed with OSError.
+    entries = ", ".join(f"{{name: policy_{i}, ensemble: {{cvr: 1.0, vtr: 0.{i}}}}}" for i in range(12))
+    inline = f"[{entries}]"
+    assert len(inline) > 255
+    specs = load_policy_specs(inline)
+    assert [spec["name"] for spec in specs] == [f"policy_{i}" for i in range(12)]
