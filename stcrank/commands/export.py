@@ -2,9 +2,9 @@
 
 Examples::
 
-    stcrank export -c configs/experiments/recflow/rank/din_baseline.yaml --ckpt_path last.ckpt --out exported/din
+    stcrank export -c configs/experiments/recflow/rank/din_baseline.yaml --ckpt_path last --out exported/din
     stcrank export --reranker exact --k 10 --out exported/exact
-    stcrank export -c configs/experiments/stcrank/moc_3.yaml --ckpt_path last.ckpt --pipeline
+    stcrank export -c configs/experiments/stcrank/moc_3.yaml --ckpt_path last --pipeline
         --ensemble runs/tune/ensemble.yaml --reranker exact --k 10 --out exported/moc3
 
 See the Deploying page of the docs for the files, their input schema and how to load them without stcrank.
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any, NoReturn
 
 from stcrank.errors import UsageError
@@ -39,7 +40,10 @@ def parser() -> argparse.ArgumentParser:
         "with its input schema and a standalone loader (stcrank_serving.py).",
     )
     parse.add_argument("-c", "--config", help="experiment config the model was trained with (stcrank fit -c ...)")
-    parse.add_argument("--ckpt_path", help="Lightning checkpoint of that run")
+    parse.add_argument(
+        "--ckpt_path",
+        help="Lightning checkpoint of that run, or 'last' for runs/<experiment>/checkpoints/last.ckpt as fit wrote it",
+    )
     parse.add_argument("--data.root", dest="data_root", help="data directory, if not the config's data.root")
     parse.add_argument("--out", default="exported", help="output folder (default: exported)")
     parse.add_argument(
@@ -63,6 +67,17 @@ def parser() -> argparse.ArgumentParser:
     return parse
 
 
+def _last_checkpoint(config: str) -> Path:
+    """``runs/<experiment>/checkpoints/last.ckpt`` of ``config``, where ``stcrank fit`` with the stock trainer saves."""
+    from stcrank.commands.lightning import experiment_name
+    from stcrank.export.formats import ExportError
+
+    path = Path("runs") / experiment_name([config], None) / "checkpoints" / "last.ckpt"
+    if not path.is_file():
+        raise ExportError(f"--ckpt_path last: no {path} (run stcrank fit -c {config} first, or give the file)")
+    return path
+
+
 def run(argv: list[str]) -> dict[str, Any]:
     """Parse the options, export, and return the manifest (graph -> format -> file)."""
     from stcrank.export.build import export
@@ -74,6 +89,9 @@ def run(argv: list[str]) -> dict[str, Any]:
         raise ExportError("give both -c CONFIG and --ckpt_path CKPT (the config and checkpoint of one run)")
     if options.config is not None:
         from stcrank.simulation.model_policy import load_task
+
+        if options.ckpt_path == "last":
+            options.ckpt_path = str(_last_checkpoint(options.config))
 
         try:
             task = load_task(options.config, options.ckpt_path, options.data_root)

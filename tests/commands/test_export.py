@@ -183,3 +183,29 @@ def test_export_of_a_reranker_alone(tmp_path, capsys):
     schema = json.loads((tmp_path / "greedy.schema.json").read_text())
     assert schema["metadata"] == {"k": 2, "reranker": "greedy"}
     assert not (tmp_path / "greedy.pt2").exists()
+
+
+def test_ckpt_path_last_reads_where_fit_writes(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    config = str(CONFIGS / "recflow/rank/din_baseline.yaml")
+    code, line = _one_line_error(capsys, ["export", "-c", config, "--ckpt_path", "last"])
+    assert code == 1 and "--ckpt_path last: no runs/recflow/rank/din_baseline/checkpoints/last.ckpt" in line, line
+
+
+def test_ckpt_path_last_finds_the_checkpoint_of_the_experiment(tmp_path, monkeypatch, capsys):
+    from stcrank.export.formats import ExportError
+
+    monkeypatch.chdir(tmp_path)
+    saved = tmp_path / "runs/recflow/rank/din_baseline/checkpoints/last.ckpt"
+    saved.parent.mkdir(parents=True)
+    saved.write_bytes(b"")
+    seen = []
+
+    def load_task(config, ckpt_path, data_root):
+        seen.append(ckpt_path)
+        raise ExportError("stop here")
+
+    monkeypatch.setattr("stcrank.simulation.model_policy.load_task", load_task)
+    config = str(CONFIGS / "recflow/rank/din_baseline.yaml")
+    _, line = _one_line_error(capsys, ["export", "-c", config, "--ckpt_path", "last"])
+    assert seen == ["runs/recflow/rank/din_baseline/checkpoints/last.ckpt"] and "stop here" in line
