@@ -29,7 +29,16 @@ from typing import Any, Literal
 
 import yaml
 
-from stcrank.reports.runner import ExperimentRunner, ResultCache, RunResult, RunSpec, data_fingerprint, run_all, run_key
+from stcrank.reports.runner import (
+    ExperimentRunner,
+    ResultCache,
+    RunResult,
+    RunSpec,
+    data_fingerprint,
+    existing_store,
+    run_all,
+    run_key,
+)
 from stcrank.reports.stats import TTest, mean, paired_t_test, sample_std
 
 __all__ = [
@@ -359,16 +368,8 @@ def prepare_store(*, out: Path, data: str | None, users: int, days: int, seed: i
     Raises:
         FileNotFoundError: If ``data`` is not a store (no manifest).
     """
-    from stcrank.data.recflow.store import read_manifest
-
     if data is not None:
-        store = Path(data).resolve()
-        if not (store / "manifest.json").is_file():
-            raise FileNotFoundError(
-                f"{store}: not a RecFlow store (no manifest.json); create one with `stcrank data import-recflow`"
-            )
-        manifest = read_manifest(store)
-        return store, f"store `{store}` ({len(manifest['days'])} days, test day {manifest['test_day']})", False
+        return (*existing_store(data), False)
     from stcrank.data.recflow.importer import import_recflow
     from stcrank.data.recflow.synth import synth_recflow
 

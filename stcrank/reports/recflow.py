@@ -49,6 +49,7 @@ from stcrank.reports.runner import (
     RunSpec,
     data_fingerprint,
     data_init_parameters,
+    existing_store,
     run_all,
     run_key,
 )
@@ -300,16 +301,8 @@ def prepare_data(
     Raises:
         FileNotFoundError: If ``data`` is not a store (no manifest).
     """
-    from stcrank.data.recflow.store import read_manifest
-
     if data is not None:
-        store = Path(data).resolve()
-        if not (store / "manifest.json").is_file():
-            raise FileNotFoundError(
-                f"{store}: not a RecFlow store (no manifest.json); create one with `stcrank data import-recflow`"
-            )
-        manifest = read_manifest(store)
-        return store, f"store `{store}` ({len(manifest['days'])} days, test day {manifest['test_day']})"
+        return existing_store(data)
     from stcrank.data.recflow.importer import import_recflow
     from stcrank.data.recflow.synth import synth_recflow
 

@@ -178,6 +178,23 @@ def _content(value: Any) -> Any:
     return value
 
 
+def existing_store(data: str | Path) -> tuple[Path, str]:
+    """A store given to a report (``--data``): its resolved path and a one-line description.
+
+    Raises:
+        FileNotFoundError: If ``data`` is not a store (no manifest).
+    """
+    from stcrank.data.recflow.store import read_manifest
+
+    store = Path(data).resolve()
+    if not (store / "manifest.json").is_file():
+        raise FileNotFoundError(
+            f"{store}: not a RecFlow store (no manifest.json); create one with `stcrank data import-recflow`"
+        )
+    manifest = read_manifest(store)
+    return store, f"store `{store}` ({len(manifest['days'])} days, test day {manifest['test_day']})"
+
+
 def data_fingerprint(store: str | Path) -> str:
     """A fingerprint of a data directory's content: its manifest and the names and sizes of its files.
 
