@@ -132,13 +132,19 @@ class MMoE(nn.Module):
         Features that share a leading shape (e.g. the request-level ones at ``[R, 1]``, the candidates' at
         ``[R, n]``) form a group. The layer norm followed by a linear map ``W`` is
         ``(W diag(g) (x - mean) / std) + W b + c``; it splits over the groups through their shares of
-        ``W diag(g) x`` and of the sums of ``x`` and ``x^2`` that give the mean and the variance, so each group's
-        share is computed once at its own shape and broadcast.
+        ``W diag(g) x`` and of the sums of ``x`` and ``x^2`` that give the mean and the variance, so a smaller
+        group's share is computed once at its own shape and broadcast.
+
+        The widest group (the candidates') is then normalised at its own width and meets everything else in one
+        batched product: ``[x / std, 1 / std, -mean / std, 1]`` against ``[W diag(g); share; W diag(g) 1; W b +
+        c]``, where ``share`` is the smaller groups' ``W diag(g) x`` of each request. The ``[..., M]`` output is
+        written once, with no element-wise pass over it (on ``[R, n, 1036]`` those passes cost more than the
+        products).
 
         Args:
             parts: :meth:`_parts` of a batch.
-            groups: Indices of the parts of each group; by leading shape when None (a traced graph, whose shapes
-                are symbols, names them instead).
+            groups: Indices of the parts of each group, the widest last; by leading shape when None (a traced
+                graph, whose shapes are symbols, names them instead).
         """
         weight, bias = self._first_layers()
         norm = self.input_norm
@@ -148,21 +154,39 @@ class MMoE(nn.Module):
             by_shape: dict[tuple[int, ...], list[int]] = {}
             for index, part in enumerate(parts):
                 by_shape.setdefault(tuple(part.shape[:-1]), []).append(index)
-            groups = list(by_shape.values())
+            groups = sorted(by_shape.values(), key=lambda members: parts[members[0]].shape[:-1].numel())
         bounds = torch.tensor([0] + [part.shape[-1] for part in parts]).cumsum(0).tolist()
-        linear = total = squares = None
-        for members in groups:
-            x = torch.cat([parts[i] for i in members], dim=-1)
-            columns = torch.cat([torch.arange(bounds[i], bounds[i + 1]) for i in members]).to(weight.device)
-            share = F.linear(x, scaled.index_select(1, columns))
-            sums, sum_squares = x.sum(-1, keepdim=True), x.square().sum(-1, keepdim=True)
-            linear = share if linear is None else linear + share
-            total = sums if total is None else total + sums
-            squares = sum_squares if squares is None else squares + sum_squares
+
+        def columns(members: list[int]) -> Tensor:
+            return torch.cat([torch.arange(bounds[i], bounds[i + 1]) for i in members]).to(weight.device)
+
+        *smaller, widest = groups
+        x = torch.cat([parts[i] for i in widest], dim=-1)
+        total, squares = x.sum(-1, keepdim=True), x.square().sum(-1, keepdim=True)
+        share = None
+        for members in smaller:
+            x_small = torch.cat([parts[i] for i in members], dim=-1)
+            part_share = F.linear(x_small, scaled.index_select(1, columns(members)))
+            share = part_share if share is None else share + part_share
+            total = total + x_small.sum(-1, keepdim=True)
+            squares = squares + x_small.square().sum(-1, keepdim=True)
         width = bounds[-1]
         mean = total / width
-        variance = (squares / width - mean.square()).clamp(min=0)
-        return (linear - mean * scaled.sum(1)) * torch.rsqrt(variance + norm.eps) + offset
+        inverse_std = torch.rsqrt((squares / width - mean.square()).clamp(min=0) + norm.eps)
+        if share is not None and share.dim() >= 2 and share.shape[-2] != 1:
+            # The smaller groups vary along the last leading axis too: add their share at full shape.
+            linear = F.linear(x, scaled.index_select(1, columns(widest))) + share
+            return (linear - mean * scaled.sum(1)) * inverse_std + offset
+        batch = share.shape[:-2] if share is not None else ()
+        m = weight.shape[0]
+        rows = [scaled.index_select(1, columns(widest)).t().expand(*batch, -1, m)]
+        inputs = [x * inverse_std]
+        if share is not None:
+            rows.append(share)
+            inputs.append(inverse_std)
+        rows += [scaled.sum(1).expand(*batch, 1, m), offset.expand(*batch, 1, m)]
+        inputs += [-mean * inverse_std, torch.ones_like(mean)]
+        return torch.matmul(torch.cat(inputs, dim=-1), torch.cat(rows, dim=-2))
 
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """Score a batch.
@@ -195,18 +219,26 @@ class MMoE(nn.Module):
     def heads(self, first: Tensor) -> dict[str, Tensor]:
         """Task name -> logit from the stacked first layers' pre-activations (:meth:`_first_layer_outputs`)."""
         hidden = first.shape[-1] - len(self.tasks) * self.num_experts
-        expert_first, gate_logits = first.split([hidden, len(self.tasks) * self.num_experts], dim=-1)
+        expert_first, gate_logits = first[..., :hidden], first[..., hidden:]
+        # One ReLU over every expert's first layer (the first two modules of each expert), in place where
+        # ``first`` is a fresh result, as the layers' own ReLUs are; not in a traced graph, where an in-place op
+        # on a slice becomes a scatter into the whole output.
+        fresh = first.grad_fn is not None or not first.requires_grad
+        in_place = fresh and not torch.compiler.is_compiling()
+        expert_first = expert_first.relu_() if in_place else expert_first.relu()
         experts = []
         for expert, x in zip(self.experts, expert_first.chunk(self.num_experts, dim=-1), strict=True):
-            x = torch.relu(x)
             for layer in list(expert)[2:]:
                 x = layer(x)
             experts.append(x)
-        stacked = torch.stack(experts, dim=-2)  # [..., E, H]
         out = {}
         for task, logits in zip(self.tasks, gate_logits.chunk(len(self.tasks), dim=-1), strict=True):
-            gate = torch.softmax(logits, dim=-1).unsqueeze(-1)  # [..., E, 1]
-            out[task] = self.towers[task]((gate * stacked).sum(dim=-2)).squeeze(-1)
+            gate = torch.softmax(logits, dim=-1)  # [..., E]
+            # The gate-weighted sum of the experts, accumulated expert by expert: no [..., E, H] stack.
+            mixture = experts[0] * gate[..., :1]
+            for index in range(1, self.num_experts):
+                mixture = mixture.addcmul_(experts[index], gate[..., index : index + 1])
+            out[task] = self.towers[task](mixture).squeeze(-1)
         return out
 
 

@@ -59,16 +59,17 @@ def test_non_positive_sizes_are_refused_naming_the_option(setting):
 
 def _request_columns(rows, candidates, layout):
     # Simulator layout: request-level columns (user, trigger, request number, session views) once per request,
-    # expanded over the candidates ("expanded") or given as [R, 1] ("broadcast"); the rest per candidate.
+    # expanded over the candidates ("expanded") or given as [R, 1] ("broadcast"); the rest per candidate. The
+    # layout "across_requests" gives those columns as [1, n] instead: one shape that is not per request.
     cols = batch((rows, candidates))
     for name in ("user_id", "trigger_category", "request_index", "hist_ipv"):
-        column = cols[name][:, :1]
+        column = cols[name][:1, :] if layout == "across_requests" else cols[name][:, :1]
         cols[name] = column.expand(rows, candidates) if layout == "expanded" else column
     return cols
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("layout", ["expanded", "broadcast"])
+@pytest.mark.parametrize("layout", ["expanded", "broadcast", "across_requests"])
 def test_request_level_share_equals_the_whole_input_reference(reference_networks, layout, dtype):
     torch.manual_seed(0)
     net = MMoE(SIZES, tasks=["cvr", "vtr"], embedding_dim=4, num_experts=3, expert_hidden=[8, 6], tower_hidden=[4])
