@@ -107,7 +107,8 @@ def floor_products(network: MMoE, requests: int, candidates: int) -> Callable[[]
     request_width = network.involvement.embedding_dim * len(request_names)  # one embedding per request column
     first = sum(expert[0].out_features for expert in network.experts) + len(network.tasks) * network.num_experts
     rows = requests * candidates
-    shapes = [(requests, request_width, first), (rows, width - request_width, first)]
+    # The candidates' product carries three more columns: the request's share and the layer norm's terms.
+    shapes = [(requests, request_width, first), (rows, width - request_width + 3, first)]
     for expert in network.experts:
         shapes += [(rows, layer.in_features, layer.out_features) for layer in list(expert)[2:] if is_linear(layer)]
     for tower in network.towers.values():
