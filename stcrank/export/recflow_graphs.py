@@ -11,48 +11,44 @@ encoder) is computed once per request and scored against every candidate, as in 
 * SASRec: ``sasrec_user_tower`` (user vectors of ``seq [requests, seq_len]`` video ids) and
   ``sasrec_item_embeddings`` (vectors of ``items [items]`` video ids); retrieval scores are their inner products.
 
-The competing-item (UBM) variants take ``competing [requests, seq_len, competing, 5]`` and ``competing_mask``;
-their refinement runs on the dense grid here (the training code skips padding by data-dependent indexing, which
-a traced graph cannot hold), with the same result. DIN's auxiliary two-tower is a training device and is not
-exported.
+The graphs call the networks' own methods on their dense paths (``dense=True``): every item, pair and competing
+item in one block, where the training code skips padding and repeats by data-dependent indexing, which a traced
+graph cannot hold; the result is the same. The competing-item (UBM) variants take
+``competing [requests, seq_len, competing, 5]`` and ``competing_mask``. DIN's auxiliary two-tower is a training
+device and is not exported.
 """
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
-from torch.nn import functional as F
 
 from stcrank.export.schema import DimSpec, GraphSpec, TensorSpec
-from stcrank.models.competing import CompetingAttention
 from stcrank.models.din import DIN
-from stcrank.models.dssm import DSSM, masked_mean
-from stcrank.models.features import (
-    CONTEXT_FEATURES,
-    ITEM_FEATURES,
-    SEQUENCE_FEATURES,
-    USER_FEATURES,
-    RecFlowEmbeddings,
-)
+from stcrank.models.dssm import DSSM
+from stcrank.models.features import CONTEXT_FEATURES, ITEM_FEATURES, SEQUENCE_FEATURES, USER_FEATURES
 from stcrank.models.sasrec import SASRec
 
 SEQ_LEN = 50
 """Behaviours per request in RecFlow stores (the example size traced at export; any length is accepted)."""
 
-
-def _dims(network: nn.Module, competing: bool) -> dict[str, DimSpec]:
-    dims = {
-        "requests": DimSpec("requests", example=3, description="requests (one row each)"),
-        "candidates": DimSpec("candidates", example=7, description="candidates per request (padding allowed)"),
-        "seq_len": DimSpec("seq_len", example=SEQ_LEN, description="behaviours per request (left-padded)"),
-        "items": DimSpec("items", example=11, description="items to embed"),
-    }
-    if competing:
-        dims["competing"] = DimSpec("competing", example=5, description="competing items per behaviour")
-    return dims
+DIMS = {
+    "requests": DimSpec("requests", example=3, description="requests (one row each)"),
+    "candidates": DimSpec("candidates", example=7, description="candidates per request (padding allowed)"),
+    "seq_len": DimSpec("seq_len", example=SEQ_LEN, description="behaviours per request (left-padded)"),
+    "items": DimSpec("items", example=11, description="items to embed"),
+    "competing": DimSpec("competing", example=5, description="competing items per behaviour"),
+}
+"""The named dimensions of the DIN and DSSM graphs."""
 
 
-def _ids(name: str, shape: tuple[int | str, ...], columns: tuple[str, ...], sizes: dict[str, int], text: str):
+def _dims(competing: bool, *names: str) -> dict[str, DimSpec]:
+    # The dimensions among names, with the competing items' in the competing-item variant.
+    return {name: dim for name, dim in DIMS.items() if name in names or (competing and name == "competing")}
+
+
+def _ids(
+    name: str, shape: tuple[int | str, ...], columns: tuple[str, ...], sizes: dict[str, int], text: str
+) -> TensorSpec:
     return TensorSpec(name, "int64", shape, text, columns=columns, id_sizes=tuple(sizes[c] for c in columns))
 
 
@@ -78,41 +74,50 @@ def request_inputs(feature_sizes: dict[str, int], competing: bool) -> list[Tenso
     return specs
 
 
-def _candidates(feature_sizes: dict[str, int]) -> TensorSpec:
-    sizes = {**feature_sizes}
-    return TensorSpec(
+def _scoring_spec(
+    name: str, feature_sizes: dict[str, int], metadata: dict[str, object], logits: str, description: str
+) -> GraphSpec:
+    # The candidate-scoring graph of DIN or DSSM: the request-level inputs around the candidates, logits out.
+    competing = bool(metadata["competing"])
+    requests = request_inputs(feature_sizes, competing)
+    candidates = _ids(
         "candidates",
-        "int64",
         ("requests", "candidates", 8),
+        ITEM_FEATURES,
+        feature_sizes,
         "candidate item features (+1); upload wday/hour/minute use the context tables; 0 rows on padding",
-        columns=ITEM_FEATURES,
-        id_sizes=tuple(sizes[c] for c in ITEM_FEATURES),
+    )
+    return GraphSpec(
+        name=name,
+        kind="network",
+        inputs=[*requests[:4], candidates, *requests[4:]],
+        outputs=[TensorSpec("logits", "float32", ("requests", "candidates"), logits)],
+        dims=_dims(competing, "requests", "candidates", "seq_len"),
+        metadata=metadata,
+        description=description,
     )
 
 
-def refine_dense(
-    attention: CompetingAttention | None,
-    embeddings: RecFlowEmbeddings,
-    behaviours: Tensor,
-    competing: Tensor | None,
-    competing_mask: Tensor | None,
-) -> Tensor:
-    """Behaviours refined by their competing items on the dense ``[R, L, K]`` grid (none without the variant)."""
-    if attention is None:
-        return behaviours
-    return attention(embeddings.behaviour(competing).flatten(-2), competing_mask, behaviours)
-
-
-class DINGraph(nn.Module):
-    """DIN's candidate scoring: request encoding once per request, then every candidate.
+class NetworkGraph(nn.Module):
+    """A tensor-only forward pass that calls a trained network's own methods.
 
     Args:
-        network: A trained :class:`~stcrank.models.din.DIN`.
+        network: The trained network.
     """
 
-    def __init__(self, network: DIN) -> None:
+    def __init__(self, network: nn.Module) -> None:
         super().__init__()
         self.network = network
+
+
+class CandidateGraph(NetworkGraph):
+    """Candidate scoring of a DIN or a DSSM: the request's share once per request, then every candidate.
+
+    DIN encodes the requests (:meth:`~stcrank.models.din.DIN.encode_requests`), DSSM computes their user vectors;
+    both then score the candidates with their ``score_items``, all on the dense paths.
+    """
+
+    network: DIN | DSSM
 
     def forward(
         self,
@@ -125,36 +130,16 @@ class DINGraph(nn.Module):
         competing_mask: Tensor | None = None,
     ) -> Tensor:
         """Logits ``[R, C]`` of the candidates (the inputs are documented in the graph's schema)."""
-        din = self.network
-        behaviours = din.embeddings.behaviour(seq).flatten(-2)
-        behaviours = refine_dense(din.competing, din.embeddings, behaviours, competing, competing_mask)
-        first = din.tower[0]
-        tower = F.linear(din.request_embedding(context, user), first.weight[:, : din.input_widths[0]], first.bias)
-        # DIN.score_items without its cache blocking and distinct-row merging (shapes that depend on the data).
-        rows, count, width = candidates.shape
-        target_hidden, item_share = (
-            din._item_side(candidates.reshape(rows * count, width))
-            .view(rows, count, -1)
-            .split([din.attention.first.out_features, first.out_features], dim=-1)
-        )
-        interest = din.attention.attend(behaviours, din.attention.project_keys(behaviours), seq_mask, target_hidden)
-        interest_weight = first.weight.split(din.input_widths, dim=1)[1]
-        hidden = torch.relu(item_share + F.linear(interest, interest_weight) + tower.unsqueeze(1))
-        for layer in list(din.tower)[2:]:
-            hidden = layer(hidden)
-        return hidden.squeeze(-1)
+        network = self.network
+        encode = network.encode_requests if isinstance(network, DIN) else network.user_vectors
+        requests = encode(context, user, seq, seq_mask, competing, competing_mask, dense=True)
+        return network.score_items(requests, candidates, dense=True)
 
 
-class DSSMUserGraph(nn.Module):
-    """DSSM's user tower: one vector per request.
+class DSSMUserGraph(NetworkGraph):
+    """DSSM's user tower: one vector per request."""
 
-    Args:
-        network: A trained :class:`~stcrank.models.dssm.DSSM`.
-    """
-
-    def __init__(self, network: DSSM) -> None:
-        super().__init__()
-        self.network = network
+    network: DSSM
 
     def forward(
         self,
@@ -166,156 +151,87 @@ class DSSMUserGraph(nn.Module):
         competing_mask: Tensor | None = None,
     ) -> Tensor:
         """User vectors ``[R, w]``."""
-        dssm = self.network
-        behaviours = dssm.embeddings.behaviour(seq).flatten(-2)
-        parts = [dssm.embeddings.context(context).flatten(-2), dssm.embeddings.user(user).flatten(-2)]
-        parts.append(masked_mean(behaviours, seq_mask))
-        if dssm.competing is not None:
-            refined = refine_dense(dssm.competing, dssm.embeddings, behaviours, competing, competing_mask)
-            parts.append(masked_mean(refined, seq_mask))
-        return dssm.user_tower(torch.cat(parts, dim=-1))
+        return self.network.user_vectors(context, user, seq, seq_mask, competing, competing_mask, dense=True)
 
 
-class DSSMItemGraph(nn.Module):
-    """DSSM's item tower.
+class DSSMItemGraph(NetworkGraph):
+    """DSSM's item tower."""
 
-    Args:
-        network: A trained :class:`~stcrank.models.dssm.DSSM`.
-    """
-
-    def __init__(self, network: DSSM) -> None:
-        super().__init__()
-        self.network = network
+    network: DSSM
 
     def forward(self, items: Tensor) -> Tensor:
         """Item vectors ``[N, w]`` of items ``[N, 8]``."""
-        return self.network.item_tower(self.network.embeddings.item(items).flatten(-2))
+        return self.network.item_vector(items, dense=True)
 
 
-class DSSMGraph(nn.Module):
-    """DSSM's candidate scoring: the user vector of each request against its candidates' item vectors.
+class SASRecUserGraph(NetworkGraph):
+    """SASRec's user vector: the encoder's output at the most recent behaviour."""
 
-    Args:
-        network: A trained :class:`~stcrank.models.dssm.DSSM`.
-    """
-
-    def __init__(self, network: DSSM) -> None:
-        super().__init__()
-        self.users = DSSMUserGraph(network)
-        self.items = DSSMItemGraph(network)
-
-    def forward(
-        self,
-        context: Tensor,
-        user: Tensor,
-        seq: Tensor,
-        seq_mask: Tensor,
-        candidates: Tensor,
-        competing: Tensor | None = None,
-        competing_mask: Tensor | None = None,
-    ) -> Tensor:
-        """Logits ``[R, C]``."""
-        users = self.users(context, user, seq, seq_mask, competing, competing_mask)
-        rows, count, width = candidates.shape
-        items = self.items(candidates.reshape(rows * count, width)).view(rows, count, -1)
-        return (items * users.unsqueeze(1)).sum(-1)
-
-
-class SASRecUserGraph(nn.Module):
-    """SASRec's user vector: the encoder's output at the most recent behaviour.
-
-    Args:
-        network: A trained :class:`~stcrank.models.sasrec.SASRec`.
-    """
-
-    def __init__(self, network: SASRec) -> None:
-        super().__init__()
-        self.network = network
+    network: SASRec
 
     def forward(self, seq: Tensor, seq_mask: Tensor) -> Tensor:
         """User vectors ``[R, d]``."""
         return self.network.user_vector(seq, seq_mask)
 
 
-class SASRecItemGraph(nn.Module):
-    """SASRec's item vectors (the video-id embeddings).
+class SASRecItemGraph(NetworkGraph):
+    """SASRec's item vectors (the video-id embeddings)."""
 
-    Args:
-        network: A trained :class:`~stcrank.models.sasrec.SASRec`.
-    """
-
-    def __init__(self, network: SASRec) -> None:
-        super().__init__()
-        self.network = network
+    network: SASRec
 
     def forward(self, items: Tensor) -> Tensor:
         """Item vectors ``[N, d]`` of video ids ``[N]``."""
         return self.network.item_vectors(items)
 
 
-def _logits(description: str) -> TensorSpec:
-    return TensorSpec("logits", "float32", ("requests", "candidates"), description)
-
-
 def din_graphs(network: DIN, feature_sizes: dict[str, int]) -> list[tuple[GraphSpec, nn.Module]]:
     """The graph of a DIN (``din``)."""
-    competing = network.competing is not None
-    requests = request_inputs(feature_sizes, competing)
-    spec = GraphSpec(
-        name="din",
-        kind="network",
-        inputs=[*requests[:4], _candidates(feature_sizes), *requests[4:]],
-        outputs=[_logits("DIN logit of each candidate (sigmoid: effective-view probability); any value on padding")],
-        dims={k: v for k, v in _dims(network, competing).items() if k != "items"},
-        metadata={"network": "DIN", "feature_sizes": dict(feature_sizes), "competing": competing},
-        description="DIN candidate scoring: the request's share once per request, then every candidate.",
+    metadata = {"network": "DIN", "feature_sizes": dict(feature_sizes), "competing": network.competing is not None}
+    spec = _scoring_spec(
+        "din",
+        feature_sizes,
+        metadata,
+        "DIN logit of each candidate (sigmoid: effective-view probability); any value on padding",
+        "DIN candidate scoring: the request's share once per request, then every candidate.",
     )
-    return [(spec, DINGraph(network))]
+    return [(spec, CandidateGraph(network))]
 
 
 def dssm_graphs(network: DSSM, feature_sizes: dict[str, int]) -> list[tuple[GraphSpec, nn.Module]]:
     """The graphs of a DSSM: ``dssm_user_tower``, ``dssm_item_tower`` and ``dssm`` (the candidates' logits)."""
     competing = network.competing is not None
-    dims = _dims(network, competing)
-    requests = request_inputs(feature_sizes, competing)
     width = network.user_tower[-1].out_features
     metadata = {"network": "DSSM", "feature_sizes": dict(feature_sizes), "competing": competing, "width": width}
-    items = TensorSpec(
-        "items",
-        "int64",
-        ("items", 8),
-        "item features (+1)",
-        ITEM_FEATURES,
-        tuple(feature_sizes[c] for c in ITEM_FEATURES),
-    )
     user_spec = GraphSpec(
         name="dssm_user_tower",
         kind="network",
-        inputs=requests,
+        inputs=request_inputs(feature_sizes, competing),
         outputs=[TensorSpec("user_vector", "float32", ("requests", width), "user-tower output")],
-        dims={k: v for k, v in dims.items() if k in ("requests", "seq_len", "competing")},
+        dims=_dims(competing, "requests", "seq_len"),
         metadata=metadata,
         description="DSSM user tower: one vector per request.",
     )
     item_spec = GraphSpec(
         name="dssm_item_tower",
         kind="network",
-        inputs=[items],
+        inputs=[_ids("items", ("items", 8), ITEM_FEATURES, feature_sizes, "item features (+1)")],
         outputs=[TensorSpec("item_vector", "float32", ("items", width), "item-tower output")],
-        dims={"items": dims["items"]},
+        dims=_dims(False, "items"),
         metadata=metadata,
         description="DSSM item tower; a logit is the inner product of a user vector and an item vector.",
     )
-    score_spec = GraphSpec(
-        name="dssm",
-        kind="network",
-        inputs=[*requests[:4], _candidates(feature_sizes), *requests[4:]],
-        outputs=[_logits("inner product of the request's user vector and each candidate's item vector")],
-        dims={k: v for k, v in dims.items() if k != "items"},
-        metadata=metadata,
-        description="DSSM candidate scoring: the user tower once per request, the item tower on every candidate.",
+    score_spec = _scoring_spec(
+        "dssm",
+        feature_sizes,
+        metadata,
+        "inner product of the request's user vector and each candidate's item vector",
+        "DSSM candidate scoring: the user tower once per request, the item tower on every candidate.",
     )
-    return [(user_spec, DSSMUserGraph(network)), (item_spec, DSSMItemGraph(network)), (score_spec, DSSMGraph(network))]
+    return [
+        (user_spec, DSSMUserGraph(network)),
+        (item_spec, DSSMItemGraph(network)),
+        (score_spec, CandidateGraph(network)),
+    ]
 
 
 def sasrec_graphs(network: SASRec, feature_sizes: dict[str, int]) -> list[tuple[GraphSpec, nn.Module]]:
@@ -323,11 +239,11 @@ def sasrec_graphs(network: SASRec, feature_sizes: dict[str, int]) -> list[tuple[
     videos = int(feature_sizes["video_id"])
     length = min(SEQ_LEN, network.max_len)
     dims = {
-        "requests": DimSpec("requests", example=3, description="requests (one row each)"),
+        "requests": DIMS["requests"],
         "seq_len": DimSpec(
             "seq_len", max=network.max_len, example=length, description="behaviours per request (left-padded)"
         ),
-        "items": DimSpec("items", example=11, description="items to embed"),
+        "items": DIMS["items"],
     }
     metadata = {"network": "SASRec", "feature_sizes": dict(feature_sizes), "width": network.embedding_dim}
     user_spec = GraphSpec(

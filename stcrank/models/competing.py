@@ -117,6 +117,7 @@ def refine_behaviours(
     competing: Tensor,
     competing_mask: Tensor,
     behaviours: Tensor,
+    dense: bool = False,
 ) -> Tensor:
     """Behaviours refined by their competing items, ``[R, L, w]`` (one row per request).
 
@@ -130,7 +131,11 @@ def refine_behaviours(
         competing: Competing item ids ``[R, L, K, 5]``.
         competing_mask: ``True`` on real competing items ``[R, L, K]``.
         behaviours: Behaviour representations ``[R, L, w]``.
+        dense: Run the attention on the whole ``[R, L, K]`` grid instead, padding included: the same result, with
+            shapes that do not depend on the data (a traced graph cannot hold the selection of the real items).
     """
+    if dense:
+        return attention(embeddings.behaviour(competing).flatten(-2), competing_mask, behaviours)
     mask = competing_mask.flatten(0, 1)  # [R * L, K]
     flat = behaviours.flatten(0, 1)
     out = flat if attention.empty == "behaviour" else torch.zeros_like(flat)
@@ -142,3 +147,37 @@ def refine_behaviours(
     ids = competing.flatten(0, 2).index_select(0, rows[row] * mask.shape[1] + column)  # [M, 5]
     refined = attention.forward_pairs(embeddings.behaviour(ids).flatten(-2), row, mask, flat[rows])
     return out.index_copy(0, rows, refined).view_as(behaviours)
+
+
+def request_behaviours(
+    network: str,
+    embeddings: RecFlowEmbeddings,
+    attention: CompetingAttention | None,
+    seq: Tensor,
+    competing: Tensor | None,
+    competing_mask: Tensor | None,
+    dense: bool = False,
+) -> tuple[Tensor, Tensor | None]:
+    """The behaviour representations of each request, ``[R, L, w]``, and the same refined by their competing items.
+
+    Args:
+        network: Name of the calling network (for the error message).
+        embeddings: The behaviour feature tables.
+        attention: The competing attention; None without the competing-item variant.
+        seq: Behaviour features ``[R, L, 5]``.
+        competing: Competing items of each behaviour ``[R, L, K, 5]`` (with ``attention`` only).
+        competing_mask: ``True`` on real competing items ``[R, L, K]`` (with ``attention`` only).
+        dense: Refine on the whole competing grid (see :func:`refine_behaviours`).
+
+    Returns:
+        ``(behaviours, refined)``; ``refined`` is None without ``attention``.
+
+    Raises:
+        KeyError: ``attention`` is given without the competing items.
+    """
+    behaviours = embeddings.behaviour(seq).flatten(-2)
+    if attention is None:
+        return behaviours, None
+    if competing is None or competing_mask is None:
+        raise KeyError(f"{network}(competing=True) needs batches with competing items (set --data.competing_stage)")
+    return behaviours, refine_behaviours(attention, embeddings, competing, competing_mask, behaviours, dense)

@@ -27,7 +27,7 @@ from torch.nn import functional as F
 from stcrank.checks import NETWORK, check_not_empty, check_positive
 from stcrank.models.aux_tower import AuxiliaryTwoTower
 from stcrank.models.base import RankingNetwork
-from stcrank.models.competing import CompetingAttention, refine_behaviours
+from stcrank.models.competing import CompetingAttention, request_behaviours
 from stcrank.models.distinct import per_distinct_row
 from stcrank.models.features import SEQUENCE_FEATURES, RecFlowEmbeddings
 from stcrank.models.mlp import mlp
@@ -35,6 +35,7 @@ from stcrank.models.per_request import (
     BLOCK_ELEMENTS,
     block_sizes,
     length_sorted_blocks,
+    request_tensors,
     rows_of,
     without_padded_positions,
 )
@@ -251,10 +252,7 @@ class DIN(RankingNetwork):
         return (item_vectors @ rows_of(users, batch.get("request_slot")).unsqueeze(-1)).squeeze(-1)
 
     def _score_batch(self, batch: dict[str, Tensor], items: Tensor) -> Tensor:
-        competing = batch.get("competing"), batch.get("competing_mask")
-        encoding = self.encode_requests(
-            batch["context"], batch["user"], batch["seq"], batch["seq_mask"], *competing, per_row_keys(items)
-        )
+        encoding = self.encode_requests(*request_tensors(batch), per_row_keys(items))
         return self.score_items(encoding, items, batch.get("request_slot"))
 
     # -- tensors ---------------------------------------------------------------------------------------------------
@@ -272,6 +270,7 @@ class DIN(RankingNetwork):
         competing: Tensor | None = None,
         competing_mask: Tensor | None = None,
         keys_per_row: bool = False,
+        dense: bool = False,
     ) -> RequestEncoding:
         """The per-request part of the computation.
 
@@ -284,53 +283,65 @@ class DIN(RankingNetwork):
             competing_mask: ``True`` on real competing items ``[R, L, K]`` (``competing=True`` only).
             keys_per_row: Leave the behaviours' share of the attention's first layer to be computed per row
                 (``key_hidden=None``): cheaper when training on one item per row (see :func:`per_row_keys`).
+            dense: Refine the behaviours on the whole competing grid (shapes that do not depend on the data, for
+                tracing; see :func:`~stcrank.models.competing.refine_behaviours`).
         """
-        behaviours = self.embeddings.behaviour(seq).flatten(-2)  # [R, L, 5d]
-        if self.competing is not None:
-            if competing is None or competing_mask is None:
-                raise KeyError("DIN(competing=True) needs batches with competing items (set --data.competing_stage)")
-            behaviours = refine_behaviours(self.competing, self.embeddings, competing, competing_mask, behaviours)
+        behaviours, refined = request_behaviours(
+            "DIN", self.embeddings, self.competing, seq, competing, competing_mask, dense
+        )  # [R, L, 5d] each
+        if refined is not None:  # the refined behaviours replace the embeddings as keys and values
+            behaviours = refined
         first = self.tower[0]
         tower = F.linear(self.request_embedding(context, user), first.weight[:, : self.input_widths[0]], first.bias)
         key_hidden = None if keys_per_row else self.attention.project_keys(behaviours)
         return RequestEncoding(tower, behaviours, key_hidden, seq_mask)
 
     def _item_side(self, items: Tensor) -> Tensor:
-        # items [N, 8] -> [N, attention_hidden + tower[0]]: the target's share of the attention MLP's first layer
-        # and the item's share of the tower's first layer.
-        item = self.embeddings.item(items)  # [N, 8, d]
-        target_hidden = self.attention.project_targets(item[:, : len(SEQUENCE_FEATURES)].flatten(-2))
+        # items [..., 8] -> [..., attention_hidden + tower[0]]: the target's share of the attention MLP's first
+        # layer and the item's share of the tower's first layer.
+        item = self.embeddings.item(items)  # [..., 8, d]
+        target_hidden = self.attention.project_targets(item[..., : len(SEQUENCE_FEATURES), :].flatten(-2))
         item_share = F.linear(item.flatten(-2), self.tower[0].weight.split(self.input_widths, dim=1)[2])
         return torch.cat([target_hidden, item_share], dim=-1)
 
-    def score_items(self, encoding: RequestEncoding, items: Tensor, request_slot: Tensor | None = None) -> Tensor:
+    def score_items(
+        self, encoding: RequestEncoding, items: Tensor, request_slot: Tensor | None = None, dense: bool = False
+    ) -> Tensor:
         """Logits ``[B, C]`` of items ``[B, C, 8]``, row ``b`` belonging to request ``request_slot[b]``.
 
         Args:
             encoding: :meth:`encode_requests` of the batch's requests.
             items: Item features of each row, ``[B, C, 8]``.
             request_slot: Request of each row ``[B]``; None when row ``b`` is request ``b``.
+            dense: Score every item (repeats included) and every pair in one block, without skipping padding:
+                the same result, with shapes that do not depend on the data (for tracing).
         """
-        target_hidden, item_share = per_distinct_row(self._item_side, items).split(
+        item_side = self._item_side(items) if dense else per_distinct_row(self._item_side, items)
+        target_hidden, item_share = item_side.split(
             [self.attention.first.out_features, self.tower[0].out_features], dim=-1
         )
         rows, candidates = items.shape[:2]
-        interest = self._interest(encoding, target_hidden, request_slot)  # [B, C, 5d]
+        interest = self._interest(encoding, target_hidden, request_slot, dense)  # [B, C, 5d]
         interest_weight = self.tower[0].weight.split(self.input_widths, dim=1)[1]
         hidden = item_share + F.linear(interest, interest_weight) + rows_of(encoding.tower, request_slot).unsqueeze(1)
-        return self._tower_after_first_layer(hidden.view(rows * candidates, -1)).view(rows, candidates)
+        return self._tower_after_first_layer(hidden.view(rows * candidates, -1), dense).view(rows, candidates)
 
-    def _interest(self, encoding: RequestEncoding, target_hidden: Tensor, request_slot: Tensor | None) -> Tensor:
+    def _interest(
+        self, encoding: RequestEncoding, target_hidden: Tensor, request_slot: Tensor | None, dense: bool = False
+    ) -> Tensor:
         # The pairwise term block by block, so that [B, C, L, attention_hidden] never exists at once. On a CPU, with
         # several candidates per row, rows go in order of history length so that a block's positions that are
         # padding in all of its rows are skipped (with one candidate per row the pairs are no larger than the keys:
-        # skipping would cost about what it saves).
+        # skipping would cost about what it saves). Dense: one block of every row and position.
         rows, candidates, hidden = target_hidden.shape
         mask = rows_of(encoding.mask, request_slot)
         if encoding.key_hidden is None:
             if candidates != 1:
                 raise ValueError("an encoding without key_hidden scores one item per row")
             return self.attention.attend_one(rows_of(encoding.behaviours, request_slot), mask, target_hidden)
+        if dense:
+            values, keys = (rows_of(tensor, request_slot) for tensor in encoding[1:3])
+            return self.attention.attend(values, keys, mask, target_hidden)
         sorted_blocks = length_sorted_blocks(mask, candidates * hidden, self.block_elements) if candidates > 1 else None
         if sorted_blocks is None:
             order = None
@@ -351,12 +362,16 @@ class DIN(RankingNetwork):
             interest = interest.index_select(0, torch.argsort(order))
         return interest
 
-    def _tower_after_first_layer(self, hidden: Tensor) -> Tensor:
+    def _tower_after_first_layer(self, hidden: Tensor, dense: bool = False) -> Tensor:
         # [N, tower[0]] pre-activations -> [N] logits, over blocks of rows that keep the activations in the cache
+        # (dense: one block)
         layers = list(self.tower)[2:]
-        widest = max(layer.out_features for layer in layers if isinstance(layer, nn.Linear))
+        blocks = [hidden]
+        if not dense:
+            widest = max(layer.out_features for layer in layers if isinstance(layer, nn.Linear))
+            blocks = hidden.split(block_sizes(len(hidden), widest, self.block_elements, hidden.device))
         out = []
-        for block in hidden.split(block_sizes(len(hidden), widest, self.block_elements, hidden.device)):
+        for block in blocks:
             block = torch.relu(block)
             for layer in layers:
                 block = layer(block)

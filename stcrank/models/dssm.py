@@ -9,11 +9,11 @@ from torch import Tensor, nn
 
 from stcrank.checks import NETWORK, check_not_empty, check_positive
 from stcrank.models.base import RankingNetwork
-from stcrank.models.competing import CompetingAttention, refine_behaviours
+from stcrank.models.competing import CompetingAttention, request_behaviours
 from stcrank.models.distinct import per_distinct_row
 from stcrank.models.features import SEQUENCE_FEATURES, RecFlowEmbeddings
 from stcrank.models.mlp import mlp
-from stcrank.models.per_request import BLOCK_ELEMENTS, block_sizes, rows_of
+from stcrank.models.per_request import BLOCK_ELEMENTS, block_sizes, request_tensors, rows_of
 
 
 def masked_mean(values: Tensor, mask: Tensor) -> Tensor:
@@ -77,8 +77,7 @@ class DSSM(RankingNetwork):
 
     def user_vector(self, batch: dict[str, Tensor]) -> Tensor:
         """The user-tower output of each request of a batch, ``[R, w]``."""
-        competing = batch.get("competing"), batch.get("competing_mask")
-        return self.user_vectors(batch["context"], batch["user"], batch["seq"], batch["seq_mask"], *competing)
+        return self.user_vectors(*request_tensors(batch))
 
     def user_vectors(
         self,
@@ -88,6 +87,7 @@ class DSSM(RankingNetwork):
         seq_mask: Tensor,
         competing: Tensor | None = None,
         competing_mask: Tensor | None = None,
+        dense: bool = False,
     ) -> Tensor:
         """The user-tower output of each request, ``[R, w]``.
 
@@ -98,39 +98,52 @@ class DSSM(RankingNetwork):
             seq_mask: ``True`` on real behaviours ``[R, L]``.
             competing: Competing items of each behaviour ``[R, L, K, 5]`` (``competing=True`` only).
             competing_mask: ``True`` on real competing items ``[R, L, K]`` (``competing=True`` only).
+            dense: Refine the behaviours on the whole competing grid (shapes that do not depend on the data, for
+                tracing; see :func:`~stcrank.models.competing.refine_behaviours`).
         """
-        behaviours = self.embeddings.behaviour(seq).flatten(-2)  # [R, L, 5d]
+        behaviours, refined = request_behaviours(
+            "DSSM", self.embeddings, self.competing, seq, competing, competing_mask, dense
+        )  # [R, L, 5d] each
         parts = [self.embeddings.context(context).flatten(-2), self.embeddings.user(user).flatten(-2)]
         parts.append(masked_mean(behaviours, seq_mask))
-        if self.competing is not None:
-            if competing is None or competing_mask is None:
-                raise KeyError("DSSM(competing=True) needs batches with competing items (set --data.competing_stage)")
-            refined = refine_behaviours(self.competing, self.embeddings, competing, competing_mask, behaviours)
+        if refined is not None:
             parts.append(masked_mean(refined, seq_mask))
         return self.user_tower(torch.cat(parts, dim=-1))
 
-    def item_vector(self, items: Tensor) -> Tensor:
-        """The item-tower output of items ``[..., 8]``, ``[..., w]``, computed once per distinct item."""
-        return per_distinct_row(self._item_tower, items)
+    def item_vector(self, items: Tensor, dense: bool = False) -> Tensor:
+        """The item-tower output of items ``[..., 8]``, ``[..., w]``, computed once per distinct item.
 
-    def _item_tower(self, items: Tensor) -> Tensor:
-        # items [N, 8] -> [N, w], over blocks of rows that keep the activations in the CPU cache
+        Args:
+            items: Item features ``[..., 8]``.
+            dense: Run the tower on every item in one block, repeats included (shapes that do not depend on the
+                data, for tracing).
+        """
+        return self._item_tower(items, dense) if dense else per_distinct_row(self._item_tower, items)
+
+    def _item_tower(self, items: Tensor, dense: bool = False) -> Tensor:
+        # items [N, 8] -> [N, w], over blocks of rows that keep the activations in the CPU cache (dense: [..., 8]
+        # in one block)
         flat = self.embeddings.item(items).flatten(-2)
+        if dense:
+            return self.item_tower(flat)
         widest = max(layer.out_features for layer in self.item_tower if isinstance(layer, nn.Linear))
         sizes = block_sizes(len(flat), widest, self.block_elements, flat.device)
         blocks = [self.item_tower(block) for block in flat.split(sizes)]
         return blocks[0] if len(blocks) == 1 else torch.cat(blocks)
 
-    def score_items(self, users: Tensor, items: Tensor, request_slot: Tensor | None = None) -> Tensor:
+    def score_items(
+        self, users: Tensor, items: Tensor, request_slot: Tensor | None = None, dense: bool = False
+    ) -> Tensor:
         """Logits ``[B, C]`` of items ``[B, C, 8]`` against user vectors ``[R, w]``.
 
         Args:
             users: :meth:`user_vectors` of the batch's requests.
             items: Item features of each row, ``[B, C, 8]``.
             request_slot: Request of each row ``[B]``; None when row ``b`` is request ``b``.
+            dense: Run the item tower on every item (see :meth:`item_vector`).
         """
         # A product and a sum rather than a batched matrix-vector product: one pass, no per-row kernel.
-        return (self.item_vector(items) * rows_of(users, request_slot).unsqueeze(-2)).sum(-1)
+        return (self.item_vector(items, dense) * rows_of(users, request_slot).unsqueeze(-2)).sum(-1)
 
     def forward(self, batch: dict[str, Tensor]) -> Tensor:
         """Score the item of each row; logits ``[B]``."""

@@ -35,6 +35,19 @@ def rows_of(per_request: Tensor, request_slot: Tensor | None) -> Tensor:
     return per_request if request_slot is None else per_request.index_select(0, request_slot)
 
 
+def request_tensors(
+    batch: dict[str, Tensor],
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor | None, Tensor | None]:
+    """The request-level inputs of a RecFlow batch, in the order DIN's and DSSM's request methods take them.
+
+    Returns:
+        ``context``, ``user``, ``seq``, ``seq_mask``, ``competing`` and ``competing_mask`` (the last two None in
+        batches without competing items).
+    """
+    competing = batch.get("competing"), batch.get("competing_mask")
+    return batch["context"], batch["user"], batch["seq"], batch["seq_mask"], *competing
+
+
 def block_sizes(
     rows: int, elements_per_row: int, block_elements: int = BLOCK_ELEMENTS, device: torch.device | None = None
 ) -> list[int]:
