@@ -315,139 +315,88 @@ def _ratio(numerator: Tensor, denominator: Tensor) -> Tensor:
     return (numerator / denominator).to(dtype)
 
 
+_METRIC_RATIOS: dict[str, tuple[str, str]] = {
+    "recflow_recall": ("hits", "num_positives"),
+    "recflow_ndcg": ("dcg", "num_positives"),
+    "normalized_ndcg": ("ndcg_sum", "num_requests"),
+    "normalized_recall": ("recall_sum", "num_requests"),
+}
+"""The :class:`RankingSums` fields whose ratio is each metric: summed term, then what it is averaged over."""
+
+
+def _metric_at_k(sums: RankingSums, metric: str) -> Tensor:
+    """``metric`` (a key of :data:`_METRIC_RATIOS`) at the single cut-off of ``sums``; NaN when nothing counts."""
+    numerator, denominator = _METRIC_RATIOS[metric]
+    return _ratio(getattr(sums, numerator)[0], getattr(sums, denominator))
+
+
 def recflow_recall(preds: Tensor, target: Tensor, indexes: Tensor, k: int) -> Tensor:
     """RecFlow Recall@K: hits in the top ``k`` over all positives of counted requests (micro-average).
 
-    ``sum_{requests} sum_{pos} 1[rank < k] / sum_{requests} #pos`` over requests with ``0 < #pos < #candidates``;
-    pessimistic ties. See :func:`ranking_sums` for the arguments.
-
-    Args:
-        preds: Scores, float ``[N]``.
-        target: 0/1 labels, ``[N]``.
-        indexes: Request id of each candidate, integer ``[N]``.
-        k: Cut-off, a positive integer.
-
-    Returns:
-        A scalar tensor in ``[0, 1]`` (NaN when no request counts).
+    ``sum_{requests} sum_{pos} 1[rank < k] / sum_{requests} #pos`` over requests with ``0 < #pos < #candidates``,
+    in ``[0, 1]``; pessimistic ties. Arguments as in :func:`ranking_sums`, with the single cut-off ``k``.
     """
-    sums = ranking_sums(preds, target, indexes, [k])
-    return _ratio(sums.hits[0], sums.num_positives)
+    return _metric_at_k(ranking_sums(preds, target, indexes, [k]), "recflow_recall")
 
 
 def recflow_ndcg(preds: Tensor, target: Tensor, indexes: Tensor, k: int) -> Tensor:
     """RecFlow "NDCG"@K: the mean DCG gain per positive, **without IDCG normalisation**.
 
     ``sum_{requests} sum_{pos} 1[rank < k] / log2(rank + 2) / sum_{requests} #pos`` over requests with
-    ``0 < #pos < #candidates``; pessimistic ties. This is what the RecFlow paper reports as NDCG; for the
-    textbook metric use :func:`normalized_ndcg`.
-
-    Args:
-        preds: Scores, float ``[N]``.
-        target: 0/1 labels, ``[N]``.
-        indexes: Request id of each candidate, integer ``[N]``.
-        k: Cut-off, a positive integer.
-
-    Returns:
-        A scalar tensor in ``[0, 1]`` (NaN when no request counts).
+    ``0 < #pos < #candidates``, in ``[0, 1]``; pessimistic ties. This is what the RecFlow paper reports as NDCG;
+    for the textbook metric use :func:`normalized_ndcg`. Arguments as in :func:`ranking_sums`, with one ``k``.
     """
-    sums = ranking_sums(preds, target, indexes, [k])
-    return _ratio(sums.dcg[0], sums.num_positives)
+    return _metric_at_k(ranking_sums(preds, target, indexes, [k]), "recflow_ndcg")
 
 
 def normalized_ndcg(preds: Tensor, target: Tensor, indexes: Tensor, k: int) -> Tensor:
     """Standard NDCG@K with binary gains, averaged over counted requests.
 
-    Args:
-        preds: Scores, float ``[N]``.
-        target: 0/1 labels, ``[N]``.
-        indexes: Request id of each candidate, integer ``[N]``.
-        k: Cut-off, a positive integer.
-
-    Returns:
-        ``mean_requests DCG@k / IDCG@k`` over requests with ``0 < #pos < #candidates`` (``0`` when none).
+    ``mean_requests DCG@k / IDCG@k`` over requests with ``0 < #pos < #candidates`` (NaN when none). Arguments as
+    in :func:`ranking_sums`, with the single cut-off ``k``.
     """
-    sums = ranking_sums(preds, target, indexes, [k])
-    return _ratio(sums.ndcg_sum[0], sums.num_requests)
+    return _metric_at_k(ranking_sums(preds, target, indexes, [k]), "normalized_ndcg")
 
 
 def normalized_recall(preds: Tensor, target: Tensor, indexes: Tensor, k: int) -> Tensor:
     """Standard Recall@K, averaged over counted requests (the torchmetrics ``RetrievalRecall`` definition).
 
-    Args:
-        preds: Scores, float ``[N]``.
-        target: 0/1 labels, ``[N]``.
-        indexes: Request id of each candidate, integer ``[N]``.
-        k: Cut-off, a positive integer.
-
-    Returns:
-        ``mean_requests (#pos in the top k) / #pos`` over requests with ``0 < #pos < #candidates``.
+    ``mean_requests (#pos in the top k) / #pos`` over requests with ``0 < #pos < #candidates``. Arguments as in
+    :func:`ranking_sums`, with the single cut-off ``k``.
     """
-    sums = ranking_sums(preds, target, indexes, [k])
-    return _ratio(sums.recall_sum[0], sums.num_requests)
+    return _metric_at_k(ranking_sums(preds, target, indexes, [k]), "normalized_recall")
 
 
 def recflow_recall_padded(preds: Tensor, target: Tensor, mask: Tensor, k: int) -> Tensor:
     """RecFlow Recall@K of padded lists, one request per row (see :func:`recflow_recall`).
 
-    Args:
-        preds: Scores, float ``[B, C]``.
-        target: 0/1 labels, ``[B, C]``.
-        mask: Bool ``[B, C]``, ``True`` on real candidates.
-        k: Cut-off, a positive integer.
-
-    Returns:
-        A scalar tensor.
+    Arguments as in :func:`ranking_sums_padded`, with the single cut-off ``k``.
     """
-    sums = ranking_sums_padded(preds, target, mask, [k])
-    return _ratio(sums.hits[0], sums.num_positives)
+    return _metric_at_k(ranking_sums_padded(preds, target, mask, [k]), "recflow_recall")
 
 
 def recflow_ndcg_padded(preds: Tensor, target: Tensor, mask: Tensor, k: int) -> Tensor:
     """RecFlow DCG-per-positive ("NDCG")@K of padded lists (see :func:`recflow_ndcg`).
 
-    Args:
-        preds: Scores, float ``[B, C]``.
-        target: 0/1 labels, ``[B, C]``.
-        mask: Bool ``[B, C]``, ``True`` on real candidates.
-        k: Cut-off, a positive integer.
-
-    Returns:
-        A scalar tensor.
+    Arguments as in :func:`ranking_sums_padded`, with the single cut-off ``k``.
     """
-    sums = ranking_sums_padded(preds, target, mask, [k])
-    return _ratio(sums.dcg[0], sums.num_positives)
+    return _metric_at_k(ranking_sums_padded(preds, target, mask, [k]), "recflow_ndcg")
 
 
 def normalized_ndcg_padded(preds: Tensor, target: Tensor, mask: Tensor, k: int) -> Tensor:
     """Standard NDCG@K of padded lists, averaged over counted rows (see :func:`normalized_ndcg`).
 
-    Args:
-        preds: Scores, float ``[B, C]``.
-        target: 0/1 labels, ``[B, C]``.
-        mask: Bool ``[B, C]``, ``True`` on real candidates.
-        k: Cut-off, a positive integer.
-
-    Returns:
-        A scalar tensor.
+    Arguments as in :func:`ranking_sums_padded`, with the single cut-off ``k``.
     """
-    sums = ranking_sums_padded(preds, target, mask, [k])
-    return _ratio(sums.ndcg_sum[0], sums.num_requests)
+    return _metric_at_k(ranking_sums_padded(preds, target, mask, [k]), "normalized_ndcg")
 
 
 def normalized_recall_padded(preds: Tensor, target: Tensor, mask: Tensor, k: int) -> Tensor:
     """Standard Recall@K of padded lists, averaged over counted rows (see :func:`normalized_recall`).
 
-    Args:
-        preds: Scores, float ``[B, C]``.
-        target: 0/1 labels, ``[B, C]``.
-        mask: Bool ``[B, C]``, ``True`` on real candidates.
-        k: Cut-off, a positive integer.
-
-    Returns:
-        A scalar tensor.
+    Arguments as in :func:`ranking_sums_padded`, with the single cut-off ``k``.
     """
-    sums = ranking_sums_padded(preds, target, mask, [k])
-    return _ratio(sums.recall_sum[0], sums.num_requests)
+    return _metric_at_k(ranking_sums_padded(preds, target, mask, [k]), "normalized_recall")
 
 
 def log_loss_sums(preds: Tensor, target: Tensor, eps: float | None = None) -> tuple[Tensor, Tensor]:

@@ -201,20 +201,18 @@ def retrieval_recall(topk_indices: Tensor, positives: Tensor, positive_mask: Ten
         A scalar tensor (NaN when there is no positive: the metric is undefined).
     """
     hits, _, count = retrieval_sums(topk_indices, positives, positive_mask, [k])
-    return (hits[0] / count).float() if int(count) else hits.new_full((), float("nan"), dtype=torch.float32)
+    return _per_positive(hits[0], count)
 
 
 def retrieval_ndcg(topk_indices: Tensor, positives: Tensor, positive_mask: Tensor, k: int) -> Tensor:
     """RecFlow retrieval NDCG@K: the mean DCG gain per positive, without IDCG normalisation.
 
-    Args:
-        topk_indices: Retrieved corpus rows, best first, long ``[B, K']`` with ``K' >= k``.
-        positives: Corpus row of each positive, long ``[B, P]``.
-        positive_mask: Bool ``[B, P]``, ``True`` on real positives.
-        k: Cut-off.
-
-    Returns:
-        A scalar tensor (NaN when there is no positive: the metric is undefined).
+    Arguments and result as in :func:`retrieval_recall`.
     """
     _, dcg, count = retrieval_sums(topk_indices, positives, positive_mask, [k])
-    return (dcg[0] / count).float() if int(count) else dcg.new_full((), float("nan"), dtype=torch.float32)
+    return _per_positive(dcg[0], count)
+
+
+def _per_positive(total: Tensor, count: Tensor) -> Tensor:
+    """``total / count`` as float32; NaN when there is no positive (the metric is undefined)."""
+    return (total / count).float() if int(count) else total.new_full((), float("nan"), dtype=torch.float32)
