@@ -32,12 +32,14 @@ import yaml
 from stcrank.reports.runner import (
     ExperimentRunner,
     ResultCache,
-    RunResult,
     RunSpec,
+    collect_results,
     data_fingerprint,
+    display_path,
     existing_store,
-    run_all,
-    run_key,
+    report_config_path,
+    report_seeds,
+    split_names,
 )
 from stcrank.reports.stats import TTest, mean, paired_t_test, sample_std
 
@@ -399,13 +401,6 @@ def _world(users: int, seed: int) -> Any:
 # -- the report --------------------------------------------------------------------------------------------------
 
 
-def _split(value: str | Sequence[str] | None) -> list[str] | None:
-    if value is None:
-        return None
-    items = value.split(",") if isinstance(value, str) else [part for item in value for part in item.split(",")]
-    return [item.strip() for item in items if item.strip()]
-
-
 def report_lcron(
     *,
     report_config: str = DEFAULT_CONFIG,
@@ -455,17 +450,10 @@ def report_lcron(
     Returns:
         A summary: the paths written, the run counts, and each direction's verdict.
     """
-    import torch
-
     preset = PRESETS["quick" if quick else "full"]
-    seed_list = list(range(first_seed, first_seed + (seeds if seeds is not None else preset.seeds)))
-    if not seed_list:
-        raise ValueError("--seeds must be >= 1")
-    config_path = Path(report_config)
-    if not config_path.is_file() and report_config == DEFAULT_CONFIG:
-        config_path = Path(__file__).resolve().parents[2] / DEFAULT_CONFIG  # outside the repository
-    config = load_lcron_config(config_path)
-    chosen = _split(losses)
+    seed_list = report_seeds(first_seed, seeds if seeds is not None else preset.seeds)
+    config = load_lcron_config(report_config_path(report_config, DEFAULT_CONFIG))
+    chosen = split_names(losses)
     if chosen is not None:
         unknown = [name for name in chosen if name not in dict(config.rows)]
         if unknown:
@@ -489,23 +477,11 @@ def report_lcron(
     cache = ResultCache(out_dir / "results.jsonl")
     cached = dict(cache.results)
     n_threads = threads or preset.threads or os.cpu_count() or 1
-    if run:
-        previous = torch.get_num_threads()
-        torch.set_num_threads(n_threads)
-        try:
-            runner = ExperimentRunner(out_dir / "runs", keep_checkpoints=keep_checkpoints, reuse_fit=True)
-            progress = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
-            results = run_all(specs, runner, cache, fingerprint, retry_failed=retry_failed, progress=progress)
-        finally:
-            torch.set_num_threads(previous)
-    else:
-        results = [cache.get(run_key(spec, fingerprint)) for spec in specs]
-    by_run: dict[tuple[Path, int], RunResult] = {
-        (spec.config, spec.seed): r for spec, r in zip(specs, results, strict=True) if r is not None
-    }
+    runner = ExperimentRunner(out_dir / "runs", keep_checkpoints=keep_checkpoints, reuse_fit=True) if run else None
+    by_run = collect_results(specs, cache, fingerprint, runner, n_threads, retry_failed=retry_failed)
     rows = {}
     for name, path in rows_spec:
-        row = LossRow(name, _display(path), missing=not path.is_file())
+        row = LossRow(name, display_path(path), missing=not path.is_file())
         for seed in seed_list:
             result = by_run.get((path, seed))
             if result is not None and result.status == "ok":
@@ -544,13 +520,6 @@ def report_lcron(
         "runs": {status: sum(r.status == status for r in by_run.values()) for status in ("ok", "failed")},
         "directions": {result.direction.statement: result.verdict for result in checked},
     }
-
-
-def _display(path: Path) -> str:
-    try:
-        return str(path.relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
 
 
 def _reasons(

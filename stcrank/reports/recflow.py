@@ -47,11 +47,14 @@ from stcrank.reports.runner import (
     ResultCache,
     RunResult,
     RunSpec,
+    collect_results,
     data_fingerprint,
     data_init_parameters,
+    display_path,
     existing_store,
-    run_all,
-    run_key,
+    report_config_path,
+    report_seeds,
+    split_names,
 )
 from stcrank.reports.tables import (
     Row,
@@ -239,13 +242,6 @@ def _paper_values(
     return out
 
 
-def _split(value: str | Sequence[str] | None) -> list[str] | None:
-    if value is None:
-        return None
-    items = value.split(",") if isinstance(value, str) else [part for item in value for part in item.split(",")]
-    return [item.strip() for item in items if item.strip()]
-
-
 def select(specs: Sequence[TableSpec], tables: Sequence[str] | None, rows: Sequence[str] | None) -> list[TableSpec]:
     """Keep the chosen tables, and in them the chosen rows plus the baseline.
 
@@ -328,13 +324,6 @@ def prepare_data(
 # -- assembling --------------------------------------------------------------------------------------------------
 
 
-def _display(path: Path) -> str:
-    try:
-        return str(path.relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
-
-
 def _build_tables(
     specs: Sequence[TableSpec], results: dict[tuple[Path, int], RunResult], seeds: Sequence[int]
 ) -> list[Table]:
@@ -344,7 +333,7 @@ def _build_tables(
         for name, config in spec.rows:
             # The paper's values are in the table's units; the runs' metrics are fractions.
             paper = {m: v / metric_scale(m, spec.percent) for m, v in spec.paper.get(name, {}).items()}
-            row = Row(name, _display(config), missing=not config.is_file(), paper=paper)
+            row = Row(name, display_path(config), missing=not config.is_file(), paper=paper)
             for seed in seeds:
                 result = results.get((config, seed))
                 if result is None:
@@ -514,17 +503,10 @@ def report_recflow(
     Returns:
         A summary: the paths written, the run counts, the missing configs and each finding's verdict.
     """
-    import torch
-
     preset = PRESETS["quick" if quick else "full"]
-    seed_list = list(range(first_seed, first_seed + (seeds if seeds is not None else preset.seeds)))
-    if not seed_list:
-        raise ConfigError("--seeds must be >= 1")
-    config_path = Path(report_config)
-    if not config_path.is_file() and report_config == DEFAULT_CONFIG:
-        # Outside the repository: fall back to the copy next to an editable install.
-        config_path = Path(__file__).resolve().parents[2] / DEFAULT_CONFIG
-    specs = select(load_report_config(config_path), _split(tables), _split(rows))
+    seed_list = report_seeds(first_seed, seeds if seeds is not None else preset.seeds)
+    config_path = report_config_path(report_config, DEFAULT_CONFIG)
+    specs = select(load_report_config(config_path), split_names(tables), split_names(rows))
     out_dir = Path(out).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -540,7 +522,7 @@ def report_recflow(
     fingerprint = data_fingerprint(store)
     configs = list(dict.fromkeys(config for spec in specs for _, config in spec.rows))
     present = [c for c in configs if c.is_file()]
-    missing = [_display(c) for c in configs if not c.is_file()]
+    missing = [display_path(c) for c in configs if not c.is_file()]
     extra = tuple(extra_args or ())
     run_specs = [
         RunSpec(config, seed, store, (*_preset_args(config, preset), *extra))
@@ -550,25 +532,12 @@ def report_recflow(
     cache = ResultCache(out_dir / "results.jsonl")
     n_threads = threads or preset.threads or os.cpu_count() or 1
     cached = dict(cache.results)
-    if run:
-        previous_threads = torch.get_num_threads()
-        torch.set_num_threads(n_threads)
-        runner = ExperimentRunner(out_dir / "runs", keep_checkpoints=keep_checkpoints, reuse_fit=preset.reuse_fit)
-        try:
-            results = run_all(
-                run_specs,
-                runner,
-                cache,
-                fingerprint,
-                retry_failed=retry_failed,
-                progress=lambda line: print(line, file=sys.stderr, flush=True),
-            )
-        finally:
-            torch.set_num_threads(previous_threads)
-    else:
-        results = [cache.get(run_key(spec, fingerprint)) for spec in run_specs]
-    # Keyed by this report's spec, not by the path stored in the cache (the checkout may have moved since).
-    by_run = {(spec.config, spec.seed): r for spec, r in zip(run_specs, results, strict=True) if r is not None}
+    runner = (
+        ExperimentRunner(out_dir / "runs", keep_checkpoints=keep_checkpoints, reuse_fit=preset.reuse_fit)
+        if run
+        else None
+    )
+    by_run = collect_results(run_specs, cache, fingerprint, runner, n_threads, retry_failed=retry_failed)
     results = list(by_run.values())
     built = _build_tables(specs, by_run, seed_list)
     findings = evaluate_findings({table.key: table for table in built})
@@ -612,15 +581,15 @@ def _command_line(
     seeds: list[int],
     extra: tuple[str, ...],
 ) -> str:
-    parts = ["stcrank", "report", "recflow", f"--report_config={_display(config)}", f"--out={_display(out)}"]
+    parts = ["stcrank", "report", "recflow", f"--report_config={display_path(config)}", f"--out={display_path(out)}"]
     if data is not None:
         parts.append(f"--data={data}")
     if quick:
         parts.append("--quick=true")
     if tables:
-        parts.append(f"--tables={','.join(_split(tables) or [])}")
+        parts.append(f"--tables={','.join(split_names(tables) or [])}")
     if rows:
-        parts.append(f"--rows={','.join(_split(rows) or [])}")
+        parts.append(f"--rows={','.join(split_names(rows) or [])}")
     parts += [f"--seeds={len(seeds)}", f"--first_seed={seeds[0]}"]
     if extra:
         parts.append(f"--extra_args=[{','.join(extra)}]")

@@ -22,6 +22,7 @@ import logging
 import math
 import re
 import shutil
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -30,19 +31,24 @@ from typing import Any, Literal
 
 import yaml
 
-from stcrank.errors import StcrankError, UsageError
+from stcrank.errors import ConfigError, StcrankError, UsageError
 
 __all__ = [
     "ExperimentRunner",
     "ResultCache",
     "RunResult",
     "RunSpec",
+    "collect_results",
     "config_digest",
     "data_fingerprint",
     "data_init_parameters",
+    "display_path",
     "last_checkpoint",
+    "report_config_path",
+    "report_seeds",
     "run_all",
     "run_key",
+    "split_names",
 ]
 
 logger = logging.getLogger(__name__)
@@ -535,3 +541,92 @@ def run_all(
             outcome = "ok" if result.status == "ok" else f"FAILED: {result.error}"
             progress(f"[{index}/{len(specs)}] {_shown(spec.config)} seed {spec.seed}: {outcome} ({elapsed:.1f} s)")
     return results
+
+
+def collect_results(
+    specs: Sequence[RunSpec],
+    cache: ResultCache,
+    fingerprint: str,
+    runner: Runner | None,
+    threads: int,
+    retry_failed: bool = True,
+) -> dict[tuple[Path, int], RunResult]:
+    """Run what the cache lacks (or only read the cache) and key the known results by ``(config, seed)``.
+
+    The key is the spec's config path, not the one stored in the cache: the checkout may have moved since.
+
+    Args:
+        specs: The runs.
+        cache: Where results are looked up and recorded.
+        fingerprint: The data fingerprint of every spec's store.
+        runner: Fits and tests one run; None reads the cached results only.
+        threads: ``torch.set_num_threads`` while running (restored afterwards).
+        retry_failed: Run again the runs whose cached result is a failure.
+
+    Returns:
+        The result of every spec that has one.
+    """
+    if runner is None:
+        results = [cache.get(run_key(spec, fingerprint)) for spec in specs]
+    else:
+        import torch  # lazily: reading a cache needs no torch
+
+        previous = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            progress = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
+            results = run_all(specs, runner, cache, fingerprint, retry_failed=retry_failed, progress=progress)
+        finally:
+            torch.set_num_threads(previous)
+    return {(spec.config, spec.seed): r for spec, r in zip(specs, results, strict=True) if r is not None}
+
+
+# -- report options ----------------------------------------------------------------------------------------------
+
+
+def split_names(value: str | Sequence[str] | None) -> list[str] | None:
+    """Names from a comma-separated option, given as a string or a list of (comma-separated) strings.
+
+    Args:
+        value: The option's value.
+
+    Returns:
+        The stripped, non-empty names; None when the option is not given.
+    """
+    if value is None:
+        return None
+    items = value.split(",") if isinstance(value, str) else [part for item in value for part in item.split(",")]
+    return [item.strip() for item in items if item.strip()]
+
+
+def display_path(path: Path) -> str:
+    """The path relative to the working directory when it lies below it, else as given."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def report_seeds(first_seed: int, seeds: int) -> list[int]:
+    """The seeds ``first_seed .. first_seed + seeds - 1`` of a report.
+
+    Raises:
+        ConfigError: When ``seeds`` is below 1.
+    """
+    seed_list = list(range(first_seed, first_seed + seeds))
+    if not seed_list:
+        raise ConfigError("--seeds must be >= 1")
+    return seed_list
+
+
+def report_config_path(report_config: str, default: str) -> Path:
+    """The report config's path; the default one outside the repository is the copy next to an editable install.
+
+    Args:
+        report_config: The ``--report_config`` given.
+        default: The report's default config, relative to the repository.
+    """
+    path = Path(report_config)
+    if not path.is_file() and report_config == default:
+        path = Path(__file__).resolve().parents[2] / default
+    return path

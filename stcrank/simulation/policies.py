@@ -217,6 +217,31 @@ def _gumbel(seed: int, key: Tensor, candidates: Tensor, n_items: int) -> Tensor:
     return -torch.log(-torch.log(rng.pair_uniform(seed, (_GUMBEL_DOMAIN, key[:, None]), candidates, n_items)))
 
 
+def _check_temperature(temperature: float) -> None:
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+
+
+def _value_top(value: Tensor, k: int, temperature: float, gumbel: Callable[[], Tensor]) -> Tensor:
+    """The top ``k`` by value; with ``temperature > 0`` a Plackett-Luce sample, the top of ``value / t + Gumbel``.
+
+    Args:
+        value: Candidate values ``[R, n]``.
+        k: List length.
+        temperature: Plackett-Luce temperature in value units (0 is greedy).
+        gumbel: Draws the Gumbel noise ``[R, n]`` (called only when sampling).
+    """
+    if temperature > 0:
+        return torch.topk(value / temperature + gumbel(), k, dim=1).indices
+    return torch.topk(value, k, dim=1).indices
+
+
+def _random_top(seed: int, rows: tuple[Tensor | int, ...], request: FRequest | ERequest, k: int) -> Tensor:
+    """``k`` candidates drawn uniformly at random, fixed per (seed, ``rows``, item)."""
+    keys = rng.pair_uniform(seed, rows, request.candidates, request.world.n_items)
+    return torch.topk(keys, k, dim=1).indices
+
+
 class ValuePolicy(FPolicy):
     """Predictions, then an ensemble, then a re-ranker (or the top ``k`` by value).
 
@@ -242,8 +267,7 @@ class ValuePolicy(FPolicy):
         temperature: float = 0.0,
         seed: int = 0,
     ) -> None:
-        if temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {temperature}")
+        _check_temperature(temperature)
         self.predictor = predictor
         self.ensemble = ensemble
         self.reranker = reranker
@@ -255,14 +279,16 @@ class ValuePolicy(FPolicy):
         """Rank by the ensemble value of the predictions."""
         predictions = self.predictor.predict(request)
         value = self.ensemble(predictions)
-        if self.temperature > 0:
+        if self.temperature > 0 or self.reranker is None:
             n_items = request.world.n_items
-            noise = request.pooled(
-                ("plackett_luce", self.seed), lambda pool: _gumbel(self.seed, pool.keys, pool.items, n_items)
+            return _value_top(
+                value,
+                k,
+                self.temperature,
+                lambda: request.pooled(
+                    ("plackett_luce", self.seed), lambda pool: _gumbel(self.seed, pool.keys, pool.items, n_items)
+                ),
             )
-            return torch.topk(value / self.temperature + noise, k, dim=1).indices
-        if self.reranker is None:
-            return torch.topk(value, k, dim=1).indices
         if self.continue_task not in predictions:
             raise KeyError(f"re-ranking needs the {self.continue_task!r} prediction; got {sorted(predictions)}")
         return self.reranker(value, predictions[self.continue_task], k)
@@ -280,9 +306,7 @@ class RandomPolicy(FPolicy):
 
     def rank(self, request: FRequest, k: int) -> Tensor:
         """Return ``k`` random candidates."""
-        rows = (_RANDOM_DOMAIN, request.request_index, request.session_key[:, None])
-        keys = rng.pair_uniform(self.seed, rows, request.candidates, request.world.n_items)
-        return torch.topk(keys, k, dim=1).indices
+        return _random_top(self.seed, (_RANDOM_DOMAIN, request.request_index, request.session_key[:, None]), request, k)
 
 
 class EValuePolicy(EPolicy):
@@ -303,8 +327,7 @@ class EValuePolicy(EPolicy):
         temperature: float = 0.0,
         seed: int = 0,
     ) -> None:
-        if temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {temperature}")
+        _check_temperature(temperature)
         self.predictor = predictor
         self.ensemble = ensemble
         self.temperature = temperature
@@ -313,10 +336,12 @@ class EValuePolicy(EPolicy):
     def rank(self, request: ERequest, k: int) -> Tensor:
         """Rank by the ensemble value of the predictions."""
         value = self.ensemble(self.predictor.predict(request))
-        if self.temperature > 0:
-            noise = _gumbel(self.seed, request.visit_key, request.candidates, request.world.n_items)
-            return torch.topk(value / self.temperature + noise, k, dim=1).indices
-        return torch.topk(value, k, dim=1).indices
+        return _value_top(
+            value,
+            k,
+            self.temperature,
+            lambda: _gumbel(self.seed, request.visit_key, request.candidates, request.world.n_items),
+        )
 
 
 class ERandomPolicy(EPolicy):
@@ -331,10 +356,7 @@ class ERandomPolicy(EPolicy):
 
     def rank(self, request: ERequest, k: int) -> Tensor:
         """Return ``k`` random candidates."""
-        keys = rng.pair_uniform(
-            self.seed, (_RANDOM_DOMAIN, request.visit_key[:, None]), request.candidates, request.world.n_items
-        )
-        return torch.topk(keys, k, dim=1).indices
+        return _random_top(self.seed, (_RANDOM_DOMAIN, request.visit_key[:, None]), request, k)
 
 
 def focus_logging_policy(seed: int = 0, *, noise: float = 0.8, temperature: float = 0.01) -> ValuePolicy:

@@ -25,7 +25,6 @@ from typing import Literal
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader
 
 from stcrank.data.recflow.batching import SampleKind
 from stcrank.data.recflow.collate import RequestFeatures, item_matrix
@@ -347,15 +346,10 @@ class LCRONDataModule(RecFlowDataModule):
         )
         return {"cascade_lists": SampleKind(load=load, count=_count)}
 
-    def evaluation_dataloaders(
-        self, day: str, rank: int | None = None, world_size: int | None = None
-    ) -> list[DataLoader]:
-        """One loader of the day's requests with their lists, nothing dropped.
+    def evaluation_kinds(self, day: str) -> list[SampleKind | str]:
+        """One kind: the day's requests with their lists.
 
         Args:
             day: The day to evaluate on.
-            rank: This process's rank; from the trainer (or torch.distributed) when None.
-            world_size: Number of processes; from the trainer (or torch.distributed) when None.
         """
-        kind = self.sample_kinds()["cascade_lists"]
-        return [self._loader([day], kind, self.eval_batch_size, False, rank, world_size)]
+        return [self.sample_kinds()["cascade_lists"]]

@@ -429,24 +429,36 @@ class RecFlowDataModule(BaseDataModule):
             f"so there would be no {what} (a run equal to the baseline); the store has rows of {present}"
         )
 
+    def evaluation_kinds(self, day: str) -> list[SampleKind | str]:
+        """What each evaluation loader of a day reads, in order: ``[exposures, requests with candidates]``.
+
+        An entry is a sample kind read from the day's stage rows, or the name of an official test file read whole
+        (the test day's candidates when :meth:`official_test_name` names one). Subclasses that evaluate on other
+        samples override this.
+
+        Args:
+            day: The day to evaluate on.
+        """
+        kinds = self.sample_kinds()
+        official = self.official_test_name() if day == self.test_day else None
+        return [kinds["exposures"], self._candidate_kind() if official is None else official]
+
     def evaluation_dataloaders(
         self, day: str, rank: int | None = None, world_size: int | None = None
     ) -> list[DataLoader]:
-        """The two evaluation loaders of a day: ``[exposures, requests with candidates]``, nothing dropped.
+        """One loader per entry of :meth:`evaluation_kinds` on the day, nothing dropped.
 
         Args:
             day: The day to evaluate on.
             rank: This process's rank; from the trainer (or torch.distributed) when None.
             world_size: Number of processes; from the trainer (or torch.distributed) when None.
         """
-        kinds = self.sample_kinds()
-        exposures = self._loader([day], kinds["exposures"], self.eval_batch_size, False, rank, world_size)
-        official = self.official_test_name() if day == self.test_day else None
-        if official is None:
-            requests = self._loader([day], self._candidate_kind(), self.eval_batch_size, False, rank, world_size)
-        else:
-            requests = self._official_loader(official, rank, world_size)
-        return [exposures, requests]
+        return [
+            self._official_loader(kind, rank, world_size)
+            if isinstance(kind, str)
+            else self._loader([day], kind, self.eval_batch_size, False, rank, world_size)
+            for kind in self.evaluation_kinds(day)
+        ]
 
     def official_test_name(self) -> str | None:
         """The official test file the test day's candidates come from, or None for the stage rows.

@@ -323,18 +323,14 @@ class RecFlowRetrievalDataModule(RecFlowDataModule):
         corpus = np.unique(self.store.exposed_corpus(self.store.days[-1]))
         return torch.from_numpy(corpus.astype(np.int64) + 1)
 
-    def evaluation_dataloaders(
-        self, day: str, rank: int | None = None, world_size: int | None = None
-    ) -> list[DataLoader]:
-        """One loader of the day's requests with positives, nothing dropped.
+    def evaluation_kinds(self, day: str) -> list[SampleKind | str]:
+        """One kind: the day's requests with positives.
 
         Args:
             day: The day to evaluate on.
-            rank: This process's rank; from the trainer (or torch.distributed) when None.
-            world_size: Number of processes; from the trainer (or torch.distributed) when None.
         """
         kind = SampleKind(
             load=functools.partial(RetrievalEvalDay, label=self.label),
             count=functools.partial(RetrievalEvalDay.num_rows, label=self.label),
         )
-        return [self._loader([day], kind, self.eval_batch_size, False, rank, world_size)]
+        return [kind]
