@@ -608,7 +608,7 @@ def display_path(path: Path) -> str:
 
 
 def report_seeds(first_seed: int, seeds: int) -> list[int]:
-    """The seeds ``first_seed .. first_seed + seeds - 1`` of a report.
+    """The seeds of a report: ``first_seed`` to ``first_seed + seeds - 1``.
 
     Raises:
         ConfigError: When ``seeds`` is below 1.
