@@ -238,4 +238,5 @@ def test_dict_pickle_writer_names_numpy1_globals_like_the_release(tmp_path):
     modern = tmp_path / "numpy2.pkl"
     modern.write_bytes(pickle.dumps(expected, protocol=3))
     assert "numpy._core.multiarray _reconstruct" in _globals_of(modern.read_bytes())
-    assert all(np.array_equal(load_pickle(modern)[k], expected[k]) for k in expected)
+    loaded = load_pickle(modern)
+    assert all(np.array_equal(loaded[k], expected[k]) for k in expected)
