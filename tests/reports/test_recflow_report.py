@@ -6,9 +6,8 @@ from typing import ClassVar
 import pytest
 
 from stcrank.reports import recflow
-from stcrank.reports.recflow import evaluate_findings, load_report_config, report_recflow, select
+from stcrank.reports.recflow import load_report_config, report_recflow, select
 from stcrank.reports.runner import ExperimentRunner, RunSpec
-from stcrank.reports.tables import Row, Table
 
 ROOT = Path(__file__).resolve().parents[2]
 REPORT_CONFIG = ROOT / "configs" / "reports" / "recflow.yaml"
@@ -76,90 +75,6 @@ def test_select_keeps_the_baseline_and_rejects_unknown_names():
         select(specs, ["table6"], ["Nope"])
 
 
-# -- findings ----------------------------------------------------------------------------------------------------
-
-
-def _row(name: str, **metrics: list[float]) -> Row:
-    runs: dict[int, dict[str, float]] = {}
-    for metric, values in metrics.items():
-        for seed, value in enumerate(values):
-            runs.setdefault(seed, {})[metric] = value
-    return Row(name, f"{name}.yaml", runs)
-
-
-def _shift(values: list[float], delta: float) -> list[float]:
-    # A consistent shift with a little noise: significant at 3 seeds.
-    return [v + delta + 0.0005 * i for i, v in enumerate(values)]
-
-
-BASE = [0.50, 0.52, 0.51]
-
-
-def _retrieval_tables(hard_delta: float, cascade_delta: float) -> dict[str, Table]:
-    metrics = ["recflow_recall@100", "recflow_ndcg@100"]
-    hard = Table("table2", "hard", metrics, "Baseline", [_row("Baseline", **dict.fromkeys(metrics, BASE))], True)
-    cascade = Table("table3", "cascade", metrics, "Baseline", [_row("Baseline", **dict.fromkeys(metrics, BASE))], True)
-    for name in ("Prerank_neg", "Rank_pos"):
-        hard.rows.append(_row(name, **dict.fromkeys(metrics, _shift(BASE, hard_delta))))
-        cascade.rows.append(_row(name, **dict.fromkeys(metrics, _shift(BASE, hard_delta + cascade_delta))))
-    cascade.rows.append(_row("FS-LTR", **dict.fromkeys(metrics, _shift(BASE, hard_delta + 2 * cascade_delta))))
-    return {"table2": hard, "table3": cascade}
-
-
-def test_findings_one_and_two_hold_when_the_numbers_say_so():
-    findings = evaluate_findings(_retrieval_tables(hard_delta=0.05, cascade_delta=0.05))
-    assert findings[0].verdict == "holds" and findings[0].counts == {
-        "holds": 4,
-        "reversed": 0,
-        "no effect larger than the MDE": 0,
-        "underpowered": 0,
-    }
-    # Same-stage pairs (2 rows x 2 metrics) plus FS-LTR against each Table 2 row (2 x 2).
-    assert findings[1].verdict == "holds" and len(findings[1].checks) == 8
-    assert findings[1].checks[0].row_mean == pytest.approx(100 * (0.51 + 0.1 + 0.0005))  # percent table
-    for finding in findings[2:]:
-        assert finding.verdict == "not evaluated" and any("not in this report" in u for u in finding.unavailable)
-
-
-def test_findings_do_not_hold_or_are_mixed_when_the_numbers_disagree():
-    findings = evaluate_findings(_retrieval_tables(hard_delta=-0.05, cascade_delta=0.0))
-    assert findings[0].verdict == "does not hold" and findings[0].counts["reversed"] == 4
-    # Cascade rows equal hard ones: nothing significant, and without the paper's numbers nothing says an effect
-    # as large as the paper's would have been seen: underpowered, not "does not hold".
-    assert findings[1].verdict == "underpowered" and findings[1].counts["underpowered"] == 8
-    tables = _retrieval_tables(hard_delta=0.05, cascade_delta=0.05)
-    tables["table2"].rows[2] = _row("Rank_pos", **dict.fromkeys(tables["table2"].metrics, _shift(BASE, -0.05)))
-    assert evaluate_findings(tables)[0].verdict == "mixed"
-
-
-def test_finding_three_wants_higher_recall_and_lower_auc():
-    metrics = ["auc", "recflow_recall@50"]
-    table = Table("table6", "t6", metrics, "Baseline", [_row("Baseline", auc=BASE, **{"recflow_recall@50": BASE})])
-    table.rows.append(_row("Rank_neg x1", auc=_shift(BASE, -0.03), **{"recflow_recall@50": _shift(BASE, 0.04)}))
-    table.rows.append(Row("Rank_neg x10", "missing.yaml", missing=True))
-    finding = evaluate_findings({"table6": table})[2]
-    assert [(c.metric, c.claim, c.outcome) for c in finding.checks] == [
-        ("auc", "lower", "holds"),
-        ("recflow_recall@50", "higher", "holds"),
-    ]
-    assert finding.verdict == "holds"
-    assert "Table 6 / Rank_neg x10: config missing" in finding.unavailable
-
-
-def test_findings_four_and_five():
-    metrics = ["auc", "recflow_recall@50", "recflow_ndcg@50"]
-    base = dict.fromkeys(metrics, BASE)
-    interplay = Table("table7", "t7", metrics, "Baseline", [_row("Baseline", **base)])
-    interplay.rows.append(_row("PositiveRank", **dict.fromkeys(metrics, _shift(BASE, 0.05))))
-    interplay.rows.append(_row("FS-LTR", **dict.fromkeys(metrics, _shift(BASE, 0.10))))
-    aux = Table("table13", "t13", metrics, "Baseline", [_row("Baseline", **base)])
-    aux.rows.append(_row("Aux ranking", **dict.fromkeys(metrics, _shift(BASE, -0.02))))
-    findings = evaluate_findings({"table7": interplay, "table13": aux})
-    assert [c.metric for c in findings[3].checks] == ["recflow_recall@50", "recflow_recall@50"]
-    assert findings[3].verdict == "holds"
-    assert [c.metric for c in findings[4].checks] == ["auc"] and findings[4].verdict == "does not hold"
-
-
 def test_the_shipped_config_carries_the_papers_numbers():
     specs = {spec.key: spec for spec in load_report_config(ROOT / "configs" / "reports" / "recflow.yaml")}
     assert all(spec.paper.get(spec.baseline) for spec in specs.values())
@@ -195,11 +110,6 @@ def test_report_stores_have_more_candidates_than_the_largest_cut_off(tmp_path):
     assert int((ranking + counts[:, STAGE_CODE["coarse_neg"]]).min()) > largest("coarse")
     # The full preset's store is larger in users and days than the quick one.
     assert PRESETS["full"].users >= preset.users and PRESETS["full"].days >= preset.days
-
-
-def test_a_single_seed_leaves_findings_not_evaluated():
-    table = Table("table13", "t", ["auc"], "Baseline", [_row("Baseline", auc=[0.7]), _row("Aux ranking", auc=[0.8])])
-    assert evaluate_findings({"table13": table})[4].verdict == "not evaluated"
 
 
 # -- the whole report with a stand-in runner ---------------------------------------------------------------------
@@ -349,15 +259,3 @@ def test_report_runs_the_din_baseline_for_two_seeds(tmp_path, recflow_store):
     # The in-memory and the reloaded model may differ in the last float32 bit of a score; on a test day of ~1e6
     # (positive, negative) pairs, one near-tied pair flipping moves the AUC by ~1e-6.
     assert metrics == pytest.approx(results[0]["metrics"], rel=1e-6, abs=5e-6)
-
-
-def test_saturated_metrics_are_left_out_of_findings():
-    metrics = ["recflow_recall@100", "recflow_recall@500"]
-    table = Table(
-        "table2", "hard", metrics, "Baseline", [_row("Baseline", **{metrics[0]: BASE, metrics[1]: [1.0] * 3})]
-    )
-    table.rows.append(_row("Rank_pos", **{metrics[0]: _shift(BASE, 0.05), metrics[1]: [1.0] * 3}))
-    finding = evaluate_findings({"table2": table})[0]
-    assert [check.metric for check in finding.checks] == ["recflow_recall@100"]
-    assert finding.verdict == "holds"
-    assert "Recall@500 is constant in every run (left out)" in finding.unavailable
