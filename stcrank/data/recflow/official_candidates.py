@@ -97,13 +97,21 @@ class OfficialCandidateDay(CandidateDay):
         return len(np.unique(store.official_test(name)["request_id"]))
 
 
+def _positions(keys: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The index in ``keys`` (unsorted) of every query, and whether it is there (the index is 0 where it is not)."""
+    order = np.argsort(keys, kind="stable")
+    sorted_keys = keys[order]
+    position = np.searchsorted(sorted_keys, queries)
+    found = position < len(sorted_keys)
+    found[found] = sorted_keys[position[found]] == queries[found]
+    rows = np.zeros_like(position)
+    rows[found] = order[position[found]]
+    return rows, found
+
+
 def _request_rows(day_request_ids: np.ndarray, file_request_ids: np.ndarray, day: str, source: str) -> np.ndarray:
     """The store's request row of every row of the file."""
-    order = np.argsort(day_request_ids, kind="stable")
-    sorted_ids = day_request_ids[order]
-    position = np.searchsorted(sorted_ids, file_request_ids)
-    found = position < len(sorted_ids)
-    found[found] = sorted_ids[position[found]] == file_request_ids[found]
+    rows, found = _positions(day_request_ids, file_request_ids)
     if not found.all():
         missing = np.unique(file_request_ids[~found])
         raise RecFlowFormatError(
@@ -111,18 +119,13 @@ def _request_rows(day_request_ids: np.ndarray, file_request_ids: np.ndarray, day
             f"{day} in the store; import the release's test day with its test files, or use "
             "--data.test_source stage_rows"
         )
-    return order[position].astype(np.int64)
+    return rows.astype(np.int64)
 
 
 def _video_features(store: RecFlowStore, day: str, video: np.ndarray, source: str) -> dict[str, np.ndarray]:
     """Item feature columns of every video of the file, from any stage row of that video on ``day``."""
     lists = store.stage_lists(day, STORE_STAGES, columns=list(ITEM_FEATURES))
-    known = lists.columns["video_id"]
-    order = np.argsort(known, kind="stable")
-    sorted_videos = known[order]
-    position = np.searchsorted(sorted_videos, video)
-    found = position < len(sorted_videos)
-    found[found] = sorted_videos[position[found]] == video[found]
+    rows, found = _positions(lists.columns["video_id"], video)
     if not found.all():
         missing = np.unique(video[~found])
         raise RecFlowFormatError(
@@ -130,7 +133,6 @@ def _video_features(store: RecFlowStore, day: str, video: np.ndarray, source: st
             f"row on the test day {day}, so their item features are unknown; re-import the release, or use "
             "--data.test_source stage_rows"
         )
-    rows = order[position]
     return {name: lists.columns[name][rows] for name in ITEM_FEATURES}
 
 
