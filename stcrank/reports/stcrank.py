@@ -24,7 +24,6 @@ of ``kind`` ``category_gain``, ``depth_at_purchase``, ``hit_rate`` and ``beam_ga
 
 from __future__ import annotations
 
-import gc
 import json
 import os
 import time
@@ -44,12 +43,12 @@ from stcrank.reports.comparisons import (
     check_directions,
     comparison_keys,
     directions_markdown,
-    seed_cells,
     tables_markdown,
     verdict_counts,
 )
 from stcrank.reports.msc import TABLE_KINDS
 from stcrank.reports.power import ALPHA, POWER
+from stcrank.reports.stcrank_seeds import SeedJob, evaluation_seed, run_seeds
 
 __all__ = [
     "DEFAULT_CONFIG",
@@ -67,9 +66,6 @@ __all__ = [
 ]
 
 DEFAULT_CONFIG = str(Path(__file__).resolve().parents[2] / "configs" / "reports" / "stcrank.yaml")
-EVALUATION_SEED_STRIDE = 7919
-"""Training seed number ``i`` (0-based) of a report with seed ``s`` is served on sessions drawn with seed
-``s + EVALUATION_SEED_STRIDE * (i + 1)``: every training seed has its own sessions, none shares the logs' seed."""
 
 
 @dataclass(frozen=True)
@@ -109,11 +105,11 @@ SMALL_NETWORK: dict[str, Any] = {"embedding_dim": 8, "expert_hidden": [64, 32], 
 about labels, not capacity."""
 
 PRESETS: dict[str, Preset] = {
-    # Sized for power per hour (docs/reports.md): the training randomness of a comparison (about 1.4% per seed
-    # on purchases with these settings) is as large as the evaluation noise of 12,000 sessions, so a seed buys
-    # more precision than a larger model or many more sessions.
-    # 200,000 logged visits, four epochs at 1e-3 (half the seed-to-seed spread of two epochs at 3e-3), the
-    # narrow network, 20,000 sessions per seed and ten seeds.
+    # Sized for power per hour (docs/reports.md): a seed's change on purchases varies by 1-2% from seed to seed,
+    # mostly the evaluation noise of two trained models' rankings on 20,000 sessions (the truth arms' paired
+    # noise is six times smaller) plus the training randomness, so a seed buys more precision than a larger model
+    # or many more sessions. 200,000 logged visits, four epochs at 1e-3, the narrow network, 20,000 sessions per
+    # seed and twenty seeds (run side by side on the usable cores: about an hour on 2 cores).
     "full": Preset(
         users=5000,
         visits=200_000,
@@ -125,7 +121,7 @@ PRESETS: dict[str, Preset] = {
         network=SMALL_NETWORK,
         batch_size=1024,
         lr=1e-3,
-        seeds=10,
+        seeds=20,
     ),
     # A smoke run of every row on 2 CPU cores: small logs, two epochs of small batches (enough steps for the
     # small logs), the narrow network and two seeds (the fewest that count the training randomness); its
@@ -286,11 +282,6 @@ def _table_items(table: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     return [table]
 
 
-def evaluation_seed(seed: int, index: int) -> int:
-    """The seed of the evaluation sessions of the ``index``-th training seed (see :data:`EVALUATION_SEED_STRIDE`)."""
-    return seed + EVALUATION_SEED_STRIDE * (index + 1)
-
-
 def _select_rows(config: ReportConfig, rows: list[str] | None) -> ReportConfig:
     """Keep these rows, and the tables and directions that need only them."""
     if rows is None:
@@ -337,6 +328,13 @@ def _simulated_logs(root: Path, data: str | None, preset: Preset, seed: int, say
     return path
 
 
+def _usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on every platform
+        return os.cpu_count() or 1
+
+
 def _load() -> list[float]:
     try:
         return [round(x, 2) for x in os.getloadavg()]
@@ -358,6 +356,7 @@ def report_stcrank(
     stage: Literal["focus", "explore"] = "focus",
     estimator: Estimator = "expected",
     threads: int = 1,
+    workers: int | None = None,
 ) -> dict[str, Any]:
     """Reproduce the STCRank tables in the simulator and give every paper direction a verdict with its power.
 
@@ -381,12 +380,17 @@ def report_stcrank(
             standard errors); "sampled" by the sampled outcomes. Both are reported; this picks the verdicts'.
         threads: Torch intra-op threads. One is fastest for these small networks on a shared machine: more
             threads than free cores make every step wait on the others.
+        workers: Training seeds run at once, each in its own process with ``threads`` torch threads (about
+            3.6 GB of memory each at the default sizes); the numbers are those of a sequential run. Default: as
+            many as the usable CPU cores allow (cores // threads), at most the number of seeds.
 
     Returns:
         The report as a JSON-ready dict (also written to report.json).
     """
     import torch
 
+    if threads < 1 or (workers is not None and workers < 1):
+        raise ConfigError(f"--threads and --workers must be positive; got threads={threads}, workers={workers}")
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
 
@@ -401,6 +405,7 @@ def report_stcrank(
         preset = Preset(**{**preset.__dict__, **{k: v for k, v in overrides.items() if v is not None}})
         if preset.seeds < 1 or preset.sessions < 2 or preset.epochs < 1:
             raise ConfigError(f"--seeds, --sessions and --epochs must be positive (sessions >= 2); got {overrides}")
+        workers = min(preset.seeds, workers or max(1, _usable_cpus() // threads))
         if estimator not in ("expected", "sampled"):
             raise ConfigError(f"--estimator must be 'expected' or 'sampled', got {estimator!r}")
         config = _select_rows(load_report_config(report_config), rows)
@@ -408,7 +413,13 @@ def report_stcrank(
         root.mkdir(parents=True, exist_ok=True)
         data_path = _simulated_logs(root, data, preset, seed, say)
         keys = comparison_keys(config.tables, config.directions)
-        result = _run_seeds(config, data_path, root, preset, seed, stage, estimator, keys, say)
+        jobs = [
+            SeedJob(config, data_path, root, preset, seed, index, stage, estimator, keys)
+            for index in range(preset.seeds)
+        ]
+        if workers > 1:
+            say(f"{preset.seeds} training seeds, {workers} at a time ({threads} torch thread(s) each)")
+        result = run_seeds(jobs, workers, threads, say)
         cells, first, timing = result["cells"], result["first"], result["timing"]
         tables = build_tables(None, config, cells=cells)
         directions = check_directions(None, config, cells=cells)
@@ -418,6 +429,8 @@ def report_stcrank(
                 direction["truth"] = truths[index]
         timing["seconds"] = time.perf_counter() - started
         timing["cpu_seconds"] = time.process_time() - cpu_started
+        if workers > 1:  # the seeds' own CPU time was spent in the workers
+            timing["cpu_seconds"] += sum(s["cpu"] for s in timing["per_seed"])
         timing["threads"] = threads
         timing["load_average"] = {"start": load_before, "end": _load()}
         report = {
@@ -449,63 +462,6 @@ def report_stcrank(
         torch.set_num_threads(previous_threads)
 
 
-def _run_seeds(
-    config: ReportConfig,
-    data: Path,
-    root: Path,
-    preset: Preset,
-    seed: int,
-    stage: str,
-    estimator: Estimator,
-    keys: list[Any],
-    say: Any,
-) -> dict[str, Any]:
-    """Train, serve and compare every training seed in turn; keep the first seed's evaluations for its analyses."""
-    from stcrank.reports.stcrank_rows import train_rows
-    from stcrank.reports.stcrank_serving import evaluate_stages, msc_tables
-
-    training_seeds = [seed + i for i in range(preset.seeds)]
-    cells: list[dict[Any, Any]] = []
-    rows: dict[str, dict[str, Any]] = {}
-    first: dict[str, Any] = {}
-    per_seed: list[dict[str, float]] = []
-    for index, train_seed in enumerate(training_seeds):
-        seed_started, seed_cpu = time.perf_counter(), time.process_time()
-        seed_dir = root / "rows" / f"seed-{train_seed}"
-        specs, info, seconds = train_rows(config.rows, data, seed_dir, preset, train_seed, say)
-        started = time.perf_counter()
-        sessions_seed = evaluation_seed(seed, index)
-        evaluations = evaluate_stages(data, specs, config, preset.sessions, sessions_seed, stage, say, index == 0)
-        cells.append(seed_cells(evaluations, keys, estimator))
-        if index == 0:
-            analyses = msc_tables(data, specs, evaluations, config, sessions_seed)
-            first = {"evaluations": evaluations, "msc_tables": analyses}
-        seconds["evaluation"] = time.perf_counter() - started
-        seconds["total"] = time.perf_counter() - seed_started
-        seconds["cpu"] = time.process_time() - seed_cpu
-        per_seed.append(seconds)
-        for name, row_info in info.items():
-            rows.setdefault(name, {"seeds": {}})["seeds"][train_seed] = row_info
-        del specs, evaluations
-        gc.collect()  # the seed's models and evaluations are no longer needed
-        left = (len(training_seeds) - index - 1) * sum(s["total"] for s in per_seed) / len(per_seed)
-        say(
-            f"seed {train_seed} ({index + 1}/{len(training_seeds)}) done in {seconds['total']:.0f} s "
-            f"(fit {seconds['fit']:.0f} s, tune {seconds['tune']:.0f} s, evaluation {seconds['evaluation']:.0f} s; "
-            f"{seconds['cpu']:.0f} CPU-s); about {left:.0f} s left"
-        )
-    for info in rows.values():
-        info["val"] = _mean_metrics([s["val"] for s in info["seeds"].values()])
-    return {"cells": cells, "first": first, "rows": rows, "seeds": training_seeds, "timing": {"per_seed": per_seed}}
-
-
-def _mean_metrics(per_seed: list[Mapping[str, float]]) -> dict[str, float]:
-    names = {name for metrics in per_seed for name in metrics}
-    return {
-        name: sum(m[name] for m in per_seed if name in m) / sum(name in m for m in per_seed) for name in sorted(names)
-    }
-
-
 def _markdown(result: Mapping[str, Any], truths: Mapping[int, Any]) -> str:
     from stcrank.reports.msc import msc_table_markdown
 
@@ -514,6 +470,7 @@ def _markdown(result: Mapping[str, Any], truths: Mapping[int, Any]) -> str:
     per_seed = timing["per_seed"]
     mean_seed = {k: sum(s[k] for s in per_seed) / len(per_seed) for k in ("total", "fit", "tune", "evaluation")}
     load = timing["load_average"]
+    workers = timing.get("workers", 1)
     lines = [
         "# STCRank MOC and MSC tables (simulator)",
         "",
@@ -523,9 +480,9 @@ def _markdown(result: Mapping[str, Any], truths: Mapping[int, Any]) -> str:
         f"{result['seed']}. Estimator: {result['estimator']} outcomes per served list.",
         "",
         f"Wall time: {timing['seconds']:.0f} s ({mean_seed['total']:.0f} s per seed: fit {mean_seed['fit']:.0f} s, "
-        f"tune {mean_seed['tune']:.0f} s, evaluation {mean_seed['evaluation']:.0f} s) on {timing['threads']} torch "
-        f"thread(s); {timing['cpu_seconds']:.0f} CPU-seconds in this process (close to the wall time "
-        f"on a quiet machine with one thread; far below it when other jobs share the cores); load average "
+        f"tune {mean_seed['tune']:.0f} s, evaluation {mean_seed['evaluation']:.0f} s), {workers} seed(s) at a "
+        f"time with {timing['threads']} torch thread(s) each; {timing['cpu_seconds']:.0f} CPU-seconds (close to "
+        f"workers x wall time on a quiet machine; far below it when other jobs share the cores); load average "
         f"{load['start']} at the start, {load['end']} at the end.",
         "",
         "Changes are B vs A, relative: the mean over training seeds of each seed's paired change, ± its total "

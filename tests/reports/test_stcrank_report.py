@@ -5,6 +5,7 @@ import statistics
 import pytest
 import torch
 
+from stcrank.errors import ConfigError
 from stcrank.reports.stats import seeds_needed
 from stcrank.reports.stcrank import (
     DEFAULT_CONFIG,
@@ -131,6 +132,12 @@ def test_bad_configs_are_reported(tmp_path):
         load_report_config(tmp_path / "r.yaml")
 
 
+@pytest.mark.parametrize("option", [{"workers": 0}, {"threads": 0}])
+def test_workers_and_threads_must_be_positive(tmp_path, option):
+    with pytest.raises(ConfigError, match="--threads and --workers must be positive"):
+        report_stcrank(out=str(tmp_path), data=str(tmp_path / "unused"), **option)
+
+
 def test_presets_count_the_training_randomness():
     full, quick = PRESETS["full"], PRESETS["quick"]
     assert full.sessions >= 20_000 and full.seeds >= 10 and full.visits >= 200_000
@@ -154,7 +161,7 @@ def test_two_rows_end_to_end_reproducible_and_within_the_stated_uncertainty(esho
         "epochs": 1,
         "seeds": 2,
     }
-    result = report_stcrank(out=str(tmp_path / "a"), **options)
+    result = report_stcrank(out=str(tmp_path / "a"), workers=1, **options)
     assert set(result["rows"]) == {"single-obj", "MOC-base"} and result["training_seeds"] == [0, 1]
     # Validation AUCs of the fit survive the prediction pass; the quick network overrides reach the model.
     assert set(result["rows"]["MOC-base"]["val"]) >= {"val/auc_cvr", "val/auc_vtr", "val/auc_sum"}
@@ -165,12 +172,14 @@ def test_two_rows_end_to_end_reproducible_and_within_the_stated_uncertainty(esho
     assert json.loads((tmp_path / "a" / "report.json").read_text())["tables"][0]["comparisons"][0]["row"] == "MOC-base"
     # the closed form's paired SE is below the sampled outcome's on the same sessions
     assert all(d["se_ratio"] > 1 for d in result["directions"] if d["metric"] == "purchases")
-    # The same command, seed and machine: the same numbers.
-    again = report_stcrank(out=str(tmp_path / "b"), **options)
+    # The same command, seed and machine: the same numbers, whether the seeds run one after the other or side by
+    # side in worker processes.
+    again = report_stcrank(out=str(tmp_path / "b"), workers=2, **options)
     assert _numbers(again) == _numbers(result)
+    assert again["timing"]["workers"] == 2 and "2 seed(s) at a time" in (tmp_path / "b" / "report.md").read_text()
     # Another thread count: floating-point sums in another order, so other models; the changes stay within the
     # stated uncertainty (3 combined standard errors).
-    threads = report_stcrank(out=str(tmp_path / "c"), threads=2, **options)
+    threads = report_stcrank(out=str(tmp_path / "c"), threads=2, workers=1, **options)
     for one, two in zip(result["directions"], threads["directions"], strict=True):
         assert abs(one["relative"] - two["relative"]) <= 3 * math.hypot(one["relative_se"], two["relative_se"])
 
