@@ -17,10 +17,12 @@ import multiprocessing
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from stcrank.errors import StcrankError
 from stcrank.reports.comparisons import Estimator, seed_cells
 
 __all__ = ["EVALUATION_SEED_STRIDE", "SeedJob", "evaluation_seed", "run_seeds"]
@@ -115,7 +117,13 @@ def _start_worker(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def run_seeds(jobs: list[SeedJob], workers: int, threads: int, say: Callable[[str], None] = _say) -> dict[str, Any]:
+def run_seeds(
+    jobs: list[SeedJob],
+    workers: int,
+    threads: int,
+    say: Callable[[str], None] = _say,
+    run: Callable[[SeedJob], dict[str, Any]] = run_seed,
+) -> dict[str, Any]:
     """Run every seed, ``workers`` at a time, and gather them in seed order.
 
     Args:
@@ -123,6 +131,10 @@ def run_seeds(jobs: list[SeedJob], workers: int, threads: int, say: Callable[[st
         workers: Seeds run at once; 1 runs them in this process.
         threads: Torch threads of each worker.
         say: Progress printer.
+        run: What runs one seed (:func:`run_seed`; a module-level function, as workers import it by name).
+
+    Raises:
+        StcrankError: If a worker process died (killed, e.g. for memory).
 
     Returns:
         ``{"cells", "first", "rows", "seeds", "timing"}``: per-seed comparisons in seed order, the first seed's
@@ -144,14 +156,19 @@ def run_seeds(jobs: list[SeedJob], workers: int, threads: int, say: Callable[[st
 
     if workers <= 1 or len(jobs) == 1:
         for job in jobs:
-            finished(run_seed(job, say))
+            finished(run(job))
     else:
         context = multiprocessing.get_context("spawn")
         pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker, initargs=(threads,))
         try:
-            futures = [pool.submit(run_seed, job) for job in jobs]
+            futures = [pool.submit(run, job) for job in jobs]
             for future in as_completed(futures):
                 finished(future.result())
+        except BrokenProcessPool as error:
+            raise StcrankError(
+                f"a worker process running training seeds died ({error}); it may have been killed for memory (each "
+                f"worker holds one seed's models, about 2 GB at the default sizes): rerun with fewer --workers"
+            ) from error
         finally:
             # A seed that failed stops the report: the seeds not started yet are dropped, not run for nothing.
             pool.shutdown(wait=True, cancel_futures=True)
