@@ -109,7 +109,7 @@ PRESETS: dict[str, Preset] = {
     # mostly the evaluation noise of two trained models' rankings on 20,000 sessions (the truth arms' paired
     # noise is six times smaller) plus the training randomness, so a seed buys more precision than a larger model
     # or many more sessions. 200,000 logged visits, four epochs at 1e-3, the narrow network, 20,000 sessions per
-    # seed and twenty seeds (run side by side on the usable cores: about an hour on 2 cores).
+    # seed and twenty seeds (side by side on the usable cores: 99 minutes on 2 cores).
     "full": Preset(
         users=5000,
         visits=200_000,
@@ -380,8 +380,8 @@ def report_stcrank(
             standard errors); "sampled" by the sampled outcomes. Both are reported; this picks the verdicts'.
         threads: Torch intra-op threads. One is fastest for these small networks on a shared machine: more
             threads than free cores make every step wait on the others.
-        workers: Training seeds run at once, each in its own process with ``threads`` torch threads (about
-            3.6 GB of memory each at the default sizes); the numbers are those of a sequential run. Default: as
+        workers: Training seeds run at once, each in its own process with ``threads`` torch threads (up to
+            about 4 GB of memory each at the default sizes); the numbers are those of a sequential run. Default: as
             many as the usable CPU cores allow (cores // threads), at most the number of seeds.
 
     Returns:

@@ -167,7 +167,7 @@ def run_seeds(
         except BrokenProcessPool as error:
             raise StcrankError(
                 f"a worker process running training seeds died ({error}); it may have been killed for memory (each "
-                f"worker holds one seed's models, about 2 GB at the default sizes): rerun with fewer --workers"
+                f"worker holds one seed's models, up to about 4 GB at the default sizes): rerun with fewer --workers"
             ) from error
         finally:
             # A seed that failed stops the report: the seeds not started yet are dropped, not run for nothing.
