@@ -470,7 +470,7 @@ def _markdown(result: Mapping[str, Any], truths: Mapping[int, Any]) -> str:
     per_seed = timing["per_seed"]
     mean_seed = {k: sum(s[k] for s in per_seed) / len(per_seed) for k in ("total", "fit", "tune", "evaluation")}
     load = timing["load_average"]
-    workers = timing.get("workers", 1)
+    workers = timing["workers"]
     lines = [
         "# STCRank MOC and MSC tables (simulator)",
         "",

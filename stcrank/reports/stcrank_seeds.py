@@ -73,7 +73,7 @@ def _say(line: str) -> None:
     print(line, flush=True)
 
 
-def run_seed(job: SeedJob, say: Callable[[str], None] = _say) -> dict[str, Any]:
+def run_seed(job: SeedJob) -> dict[str, Any]:
     """Train, serve and compare one training seed; the first seed also serves its truth arms and MSC analyses.
 
     Returns:
@@ -87,13 +87,13 @@ def run_seed(job: SeedJob, say: Callable[[str], None] = _say) -> dict[str, Any]:
     seed_started, seed_cpu = time.perf_counter(), time.process_time()
     train_seed = job.training_seed
     seed_dir = job.root / "rows" / f"seed-{train_seed}"
-    specs, info, seconds = train_rows(job.config.rows, job.data, seed_dir, job.preset, train_seed, say)
+    specs, info, seconds = train_rows(job.config.rows, job.data, seed_dir, job.preset, train_seed, _say)
     started = time.perf_counter()
     sessions_seed = evaluation_seed(job.seed, job.index)
     first = job.index == 0
 
     def tell(line: str) -> None:
-        say(f"[seed {train_seed}] {line}")
+        _say(f"[seed {train_seed}] {line}")
 
     evaluations = evaluate_stages(
         job.data, specs, job.config, job.preset.sessions, sessions_seed, job.stage, tell, truth_arms=first
